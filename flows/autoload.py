@@ -1,0 +1,136 @@
+"""The autoload flow: landing zone -> anonymized archive + catalog, in batches."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+
+from flows.settings import Settings, load_settings
+from tasks.autoload import archive_batch, clear_batch, list_landed, record_batch
+from tasks.ingest import IngestContext
+
+
+@dataclass
+class AutoloadSummary:
+    """What one autoload run did; no patient data."""
+
+    landed: int = 0
+    archived: int = 0
+    duplicates: int = 0
+    recorded: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    skipped: str | None = None
+
+    @property
+    def files_per_second(self) -> float:
+        return self.landed / self.seconds if self.seconds else 0.0
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on `lock_path` if free; yields whether we got it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def batches(paths: list[Path], size: int) -> list[list[Path]]:
+    """Split `paths` into consecutive batches of at most `size`."""
+    return [paths[i : i + size] for i in range(0, len(paths), size)]
+
+
+def ingest_context(settings: Settings, run_id: str) -> IngestContext:
+    return IngestContext(
+        archive_dir=settings.archive,
+        quarantine_dir=settings.quarantine,
+        catalog_dir=settings.catalog,
+        salt=settings.salt(),
+        rules_file=settings.anonymize.rules_file,
+        run_id=run_id,
+    )
+
+
+def run_name() -> str:
+    return f"autoload {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
+
+
+@flow(name="autoload", flow_run_name=run_name, log_prints=False)
+def autoload(config_file: str | None = None) -> AutoloadSummary:
+    """Process every completed landed file: anonymize, archive, catalog, then clear landing.
+
+    `config_file` is the TOML settings file (else ``DICOMFLOW_CONFIG`` and the
+    environment). Only one autoload works on a data root at a time.
+    """
+    settings = load_settings(config_file)
+    return run_autoload(settings)
+
+
+def run_autoload(settings: Settings) -> AutoloadSummary:
+    """The body of `autoload`, for callers that already hold settings."""
+    logger = get_run_logger()
+    summary = AutoloadSummary()
+    started = time.perf_counter()
+    with exclusive(settings.data_dir / "autoload.lock") as owner:
+        if not owner:
+            summary.skipped = "another autoload run holds the lock"
+            logger.info("skipped: %s", summary.skipped)
+            return summary
+        ctx = ingest_context(settings, str(flow_run.id or "local"))
+        landed = list_landed(settings.landing)
+        summary.landed = len(landed)
+        quarantined: Counter[str] = Counter()
+        for batch_no, paths in enumerate(batches(landed, settings.autoload.batch_size), 1):
+            outcome = archive_batch(paths, ctx, batch_no)
+            summary.recorded += record_batch(outcome, settings.catalog, batch_no)
+            clear_batch(outcome, batch_no)
+            summary.archived += outcome.new
+            summary.duplicates += outcome.duplicates
+            summary.bytes += outcome.bytes
+            quarantined.update(outcome.quarantined)
+            summary.batches = batch_no
+        summary.quarantined = dict(quarantined)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    logger.info(
+        "landed %d, archived %d, duplicates %d, quarantined %d in %.1f s",
+        summary.landed,
+        summary.archived,
+        summary.duplicates,
+        sum(summary.quarantined.values()),
+        summary.seconds,
+    )
+    publish_summary(summary)
+    return summary
+
+
+def publish_summary(summary: AutoloadSummary) -> None:
+    """One table artifact per run under a stable key, for the Prefect UI."""
+    row = {k: v for k, v in asdict(summary).items() if k not in ("quarantined", "skipped")}
+    row["quarantined"] = sum(summary.quarantined.values())
+    row["files_per_second"] = round(summary.files_per_second, 1)
+    for reason, count in sorted(summary.quarantined.items()):
+        row[f"quarantined: {reason}"] = count
+    create_table_artifact(
+        key="autoload-summary", table=[row], description="Files processed by this autoload run."
+    )

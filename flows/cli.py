@@ -1,0 +1,266 @@
+"""The `dicomflow` command: receiver, autoload, serve, sql and demo.
+
+Only this module exits the process; everything below raises typed errors, which
+`main` turns into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+from flows.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from receiver.settings import ReceiverSettings
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class CommandError(Exception):
+    """A command that cannot do what was asked; its message is shown as is."""
+
+
+def _receiver_settings(settings: Settings, args: argparse.Namespace) -> ReceiverSettings:
+    overrides = {
+        key: value
+        for key, value in (("host", args.host), ("port", args.port), ("ae_title", args.ae_title))
+        if value is not None
+    }
+    if not overrides:
+        return settings.receiver
+    from pydantic import ValidationError
+
+    try:
+        return ReceiverSettings.model_validate(settings.receiver.model_dump() | overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SettingsError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.logs import configure_logging
+    from receiver.scp import start_receiver
+
+    configure_logging(settings.data_dir, args.verbose)
+    receiver = start_receiver(_receiver_settings(settings, args), settings.landing)
+    try:
+        _wait_for_signal()
+    finally:
+        receiver.stop()
+    print(f"stopped: {receiver.counter.stored} stored, {receiver.counter.failed} refused")
+    return 0
+
+
+def _print_summary(summary: object) -> None:
+    from dataclasses import asdict
+
+    for key, value in asdict(summary).items():  # type: ignore[call-overload]
+        if value not in (None, {}):
+            print(f"{key:>12}: {value}")
+
+
+def cmd_autoload(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.autoload import autoload
+    from flows.logs import configure_logging
+
+    configure_logging(settings.data_dir, args.verbose)
+    summary = autoload()
+    _print_summary(summary)
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.autoload import autoload
+    from flows.logs import configure_logging
+    from receiver.scp import start_receiver
+
+    configure_logging(settings.data_dir, args.verbose)
+    receiver = start_receiver(_receiver_settings(settings, args), settings.landing)
+    try:
+        # Blocks until Ctrl-C; each scheduled run is an ordinary autoload flow run.
+        autoload.serve(
+            name="autoload-serve",
+            interval=settings.autoload.interval_seconds,
+            description="Autoload on an interval, started by `dicomflow serve`.",
+            tags=["dicomflow"],
+        )
+    finally:
+        receiver.stop()
+    return 0
+
+
+def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+    import duckdb
+
+    import catalog
+
+    con = catalog.connect(settings.catalog)
+    try:
+        relation = con.sql(args.query)
+    except duckdb.Error as exc:
+        raise CommandError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if relation is None:
+        return 0
+    fmt = args.format
+    if fmt == "parquet" and not args.out:
+        raise CommandError("--format parquet needs --out FILE")
+    try:
+        if args.out:
+            if fmt == "parquet":
+                relation.to_parquet(args.out)
+            elif fmt == "json":
+                relation.df().to_json(args.out, orient="records", lines=True, date_format="iso")
+            else:
+                relation.to_csv(args.out)
+            print(f"wrote {len(relation)} rows to {args.out}")
+        elif fmt == "csv":
+            relation.df().to_csv(sys.stdout, index=False)
+        elif fmt == "json":
+            sys.stdout.write(
+                relation.df().to_json(orient="records", lines=True, date_format="iso") + "\n"
+            )
+        else:
+            width = shutil.get_terminal_size((160, 24)).columns
+            relation.show(max_rows=args.max_rows, max_width=width)
+    except duckdb.Error as exc:
+        raise CommandError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    import catalog
+    from flows.autoload import autoload
+    from flows.demo import send_samples
+    from flows.logs import configure_logging
+
+    configure_logging(settings.data_dir, args.verbose)
+    print(f"demo data root: {settings.data_dir.resolve()}")
+    print("sending the sample files over C-STORE ...")
+    results, stored = send_samples(settings)
+    refused = [r for r in results if not r.ok]
+    print(f"sent {len(results)} files: {stored} stored by the receiver, {len(refused)} not stored")
+    print("running the autoload flow ...")
+    summary = autoload()
+    _print_summary(summary)
+    con = catalog.connect(settings.catalog)
+    print("\ninstances per modality:")
+    con.sql(
+        "SELECT modality, count(*) AS instances, count(DISTINCT series_instance_uid) AS series, "
+        "count(DISTINCT study_instance_uid) AS studies FROM instances GROUP BY ALL "
+        "ORDER BY instances DESC"
+    ).show()
+    con.sql(
+        "SELECT (SELECT count(*) FROM patients) AS patients, (SELECT count(*) FROM studies) "
+        "AS studies, (SELECT count(*) FROM series) AS series, "
+        "(SELECT count(*) FROM instances) AS instances"
+    ).show()
+    if refused:
+        print("files not stored by the receiver:")
+        reasons = Counter((r.error or f"status 0x{r.status:04X}") for r in refused)
+        for reason, count in reasons.most_common():
+            print(f"  {count:4d}  {reason}")
+    _print_quarantine(settings.quarantine)
+    print(f'\nquery it: dicomflow --data-dir {settings.data_dir} sql "SELECT * FROM studies"')
+    return 0
+
+
+def _print_quarantine(folder: Path) -> None:
+    import json
+
+    reasons = sorted(folder.glob("*.reason.json")) if folder.is_dir() else []
+    if not reasons:
+        return
+    print(f"files quarantined by autoload ({folder}):")
+    for path in reasons:
+        record = json.loads(path.read_text())
+        print(f"  {path.name.removesuffix('.reason.json')}: {record['reason']}: {record['detail']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicomflow",
+        description="DICOM receiver, anonymizing autoloader and SQL catalog.",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help=f"TOML settings file (default: ${CONFIG_ENV})"
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="data root, as DICOMFLOW_DATA_DIR (default: ./dicomflow-data)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log DICOM traffic too")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of failures")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def network_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="TCP port (default 11112)")
+        p.add_argument("--ae-title", help="our AE title (default DICOMFLOW)")
+
+    receive = sub.add_parser("receive", help="run the DICOM receiver (C-ECHO, C-STORE SCP)")
+    network_options(receive)
+    receive.set_defaults(func=cmd_receive)
+
+    auto = sub.add_parser("autoload", help="run one autoload now: landing -> archive + catalog")
+    auto.set_defaults(func=cmd_autoload)
+
+    serve = sub.add_parser("serve", help="receiver plus autoload on its interval; Ctrl-C stops")
+    network_options(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    sql = sub.add_parser("sql", help="query the catalog with DuckDB SQL")
+    sql.add_argument("query", help='e.g. "SELECT modality, count(*) FROM instances GROUP BY ALL"')
+    sql.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    sql.add_argument("--out", metavar="FILE", help="write the result to FILE")
+    sql.add_argument("--max-rows", type=int, default=50, help="rows shown as a table")
+    sql.set_defaults(func=cmd_sql)
+
+    demo = sub.add_parser(
+        "demo", help="send real sample files to a local receiver, autoload, summarize"
+    )
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Flow runs load settings themselves (also in served subprocesses): pass via environment.
+    if args.config:
+        os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    if args.data_dir:
+        os.environ["DICOMFLOW_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    elif args.command == "demo" and "DICOMFLOW_DATA_DIR" not in os.environ:
+        os.environ["DICOMFLOW_DATA_DIR"] = str(Path("dicomflow-demo").resolve())
+    try:
+        settings = load_settings()
+        return int(args.func(settings, args))
+    except (SettingsError, CommandError) as exc:
+        print(f"dicomflow: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"dicomflow: {type(exc).__name__}: {exc} (--debug shows more)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

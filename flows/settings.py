@@ -1,0 +1,155 @@
+"""The one typed settings object: a TOML file, overridden by ``DICOMFLOW_*`` variables.
+
+Precedence, highest first: environment variables (``DICOMFLOW_DATA_DIR``,
+``DICOMFLOW_RECEIVER__PORT``, ...), the TOML file (``--config`` or
+``DICOMFLOW_CONFIG``), the defaults below. Build it once at the entry point with
+`load_settings` and pass it down.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from receiver.settings import ReceiverSettings
+
+CONFIG_ENV = "DICOMFLOW_CONFIG"
+
+
+class SettingsError(Exception):
+    """A missing or invalid setting; the message is one line naming it."""
+
+
+class AutoloadSettings(BaseModel):
+    """How often and in what batches landed files are processed."""
+
+    model_config = {"extra": "forbid"}
+
+    interval_seconds: float = Field(60.0, gt=0, description="Seconds between scheduled runs.")
+    batch_size: int = Field(200, ge=1, le=100_000, description="Landed files per Prefect task.")
+
+
+class AnonymizeSettings(BaseModel):
+    """Keys and rules of the anonymizer."""
+
+    model_config = {"extra": "forbid"}
+
+    salt: SecretStr | None = Field(
+        None,
+        description=(
+            "Secret key for pseudonyms and UID remapping. Unset: a random key is created "
+            "once in <data_dir>/secrets/anonymization.salt and reused."
+        ),
+    )
+    rules_file: Path | None = Field(
+        None, description="TOML rules replacing the built-in ones (tasks/rulesets/basic.toml)."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything dicomflow needs to run, in one object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DICOMFLOW_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(
+        Path("dicomflow-data"),
+        description="Data root; landing/, archive/, quarantine/ and catalog/ go beneath it.",
+    )
+    landing_dir: Path | None = Field(None, description="Received files waiting for autoload.")
+    archive_dir: Path | None = Field(None, description="Anonymized archive.")
+    quarantine_dir: Path | None = Field(None, description="Files autoload could not process.")
+    catalog_dir: Path | None = Field(None, description="Parquet tables of the catalog.")
+    receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
+    autoload: AutoloadSettings = Field(default_factory=AutoloadSettings)
+    anonymize: AnonymizeSettings = Field(default_factory=AnonymizeSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Init values carry the config file, so the environment must rank above them.
+        return (env_settings, init_settings)
+
+    # Folders not set one by one live under the data root.
+    @property
+    def landing(self) -> Path:
+        return self.landing_dir or self.data_dir / "landing"
+
+    @property
+    def archive(self) -> Path:
+        return self.archive_dir or self.data_dir / "archive"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.quarantine_dir or self.data_dir / "quarantine"
+
+    @property
+    def catalog(self) -> Path:
+        return self.catalog_dir or self.data_dir / "catalog"
+
+    def salt(self) -> bytes:
+        """The anonymization key: configured, or created once under the data root."""
+        if self.anonymize.salt is not None:
+            value = self.anonymize.salt.get_secret_value()
+            if not value:
+                raise SettingsError("anonymize.salt: must not be empty")
+            return value.encode()
+        path = self.data_dir / "secrets" / "anonymization.salt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                pass
+            else:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(32))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        return path.read_text().strip().encode()
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    name = ".".join(str(part) for part in first["loc"]) or "settings"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more)" if more else ""
+    return f"{name}: {first['msg']}{suffix}"
+
+
+def load_settings(config_file: Path | str | None = None) -> Settings:
+    """Read the TOML config (argument, else ``DICOMFLOW_CONFIG``) and the environment.
+
+    Raises SettingsError with one line naming the bad setting.
+    """
+    path_text = config_file or os.environ.get(CONFIG_ENV)
+    values: dict[str, object] = {}
+    source = "environment"
+    if path_text:
+        path = Path(path_text)
+        source = str(path)
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"config file {path} unreadable: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        where = f"from {source} or DICOMFLOW_*"
+        raise SettingsError(f"invalid setting {_describe(exc)} ({where})") from None

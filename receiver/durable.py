@@ -1,0 +1,72 @@
+"""Crash-safe file writes: write to a temporary name, fsync, rename, fsync the folder.
+
+Every file another step may trust (a landed instance, an archived instance, a
+catalog part) is made visible under its final name only once its bytes are on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+TMP_SUFFIX = ".partial"
+"""Suffix of files still being written; readers ignore them."""
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path_for(final: Path) -> Path:
+    """A unique temporary name beside `final` (same filesystem, so rename is atomic)."""
+    return final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+
+
+def write_atomic(final: Path, data: bytes | memoryview, *, overwrite: bool = True) -> Path:
+    """Write `data` to `final` durably; with ``overwrite=False`` an existing file wins.
+
+    Raises FileExistsError when `overwrite` is false and `final` exists; the
+    temporary file is removed on every failure so no partial file survives.
+    """
+    return write_atomic_with(final, lambda fh: fh.write(data), overwrite=overwrite)
+
+
+def write_atomic_with(
+    final: Path, writer: Callable[[object], object], *, overwrite: bool = True
+) -> Path:
+    """Like `write_atomic`, for writers that stream into an open binary file."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(final)
+    try:
+        with open(tmp, "xb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, final)
+        else:
+            # link() refuses to replace an existing name, unlike rename()
+            os.link(tmp, final)
+            os.unlink(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(final.parent)
+    return final
+
+
+def remove_durably(paths: list[Path]) -> None:
+    """Unlink `paths` (missing ones are fine) and fsync each parent folder once."""
+    parents: set[Path] = set()
+    for path in paths:
+        path.unlink(missing_ok=True)
+        parents.add(path.parent)
+    for parent in parents:
+        fsync_dir(parent)

@@ -1,0 +1,257 @@
+"""The Storage SCP: Verification and Storage service classes over pynetdicom.
+
+Set-up is explicit, in the style of pynetdicom's ``apps/storescp``: the AE is
+built from `ReceiverSettings` in `build_ae`, handlers are bound with their
+dependencies in `make_server`, and nothing is configured at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydicom.uid import UID, AllTransferSyntaxes
+from pynetdicom import AE, _config, evt
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import _STORAGE_CLASSES, Verification, register_uid
+from pynetdicom.status import Status
+from pynetdicom.transport import ThreadedAssociationServer
+
+from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from receiver.landing import LandingZone
+from receiver.settings import ReceiverSettings
+
+LOGGER = logging.getLogger("dicomflow.receiver")
+RECEIPTS = logging.getLogger("dicomflow.receipts")
+
+OUT_OF_RESOURCES = 0xA700
+"""Storage status "Refused: Out of Resources" (PS3.4 Table B.2-1): the landing write failed."""
+
+STORAGE_SOP_CLASSES: tuple[UID, ...] = tuple(UID(uid) for uid in _STORAGE_CLASSES.values())
+"""Every storage SOP class in pynetdicom's registry (PS3.4 Annex B)."""
+
+TRANSFER_SYNTAXES: tuple[UID, ...] = tuple(AllTransferSyntaxes)
+"""Every transfer syntax pydicom knows; instances are stored as received, never transcoded."""
+
+
+def storage_contexts() -> list[PresentationContext]:
+    """SCP contexts for all storage SOP classes with all transfer syntaxes."""
+    return [build_context(uid, list(TRANSFER_SYNTAXES)) for uid in STORAGE_SOP_CLASSES]
+
+
+def build_ae(settings: ReceiverSettings) -> AE:
+    """The Application Entity for receiving, configured from `settings` alone."""
+    ae = AE(ae_title=settings.ae_title)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.maximum_associations = settings.max_associations
+    ae.acse_timeout = settings.acse_timeout
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.network_timeout
+    ae.add_supported_context(Verification, list(TRANSFER_SYNTAXES[:4]))
+    for context in storage_contexts():
+        ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
+    return ae
+
+
+def configure_pynetdicom() -> None:
+    """Set pynetdicom's process-wide switches; called once at start-up, never at import."""
+    # Identifiers hold patient data: keep them out of the logs.
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+class NoDelayServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket.
+
+    Without it each small PDU of a C-STORE response can wait for Nagle's algorithm.
+    """
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        client, address = super().get_request()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address
+
+
+@dataclass
+class ReceiptCounter:
+    """Counts of C-STORE outcomes, for status output and tests."""
+
+    stored: int = 0
+    failed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, ok: bool) -> None:
+        with self.lock:
+            if ok:
+                self.stored += 1
+            else:
+                self.failed += 1
+
+
+def is_unknown_sop_class(uid: str) -> bool:
+    """Neither in pydicom's UID dictionary nor pynetdicom's storage registry: private or newer."""
+    return not UID(uid).keyword and uid not in STORAGE_SOP_CLASSES
+
+
+_REGISTRY_LOCK = threading.Lock()
+
+
+def register_storage_class(uid: str) -> None:
+    """Make pynetdicom dispatch C-STOREs of `uid` to its Storage service class."""
+    with _REGISTRY_LOCK:
+        if uid not in _STORAGE_CLASSES.values():
+            register_uid(uid, "UnknownStorage_" + uid.replace(".", "_"), StorageServiceClass)
+
+
+def handle_requested(event: Event) -> None:
+    """Accept unknown (private or newer) SOP classes as storage, in this association only.
+
+    pynetdicom's own switch for this (``UNRESTRICTED_STORAGE_SERVICE``) also lets
+    through known non-storage services whose keyword differs between pydicom and
+    pynetdicom, such as Modality Worklist FIND; so each unknown class is registered
+    with pynetdicom's Storage service class (its `register_uid`) instead.
+    """
+    acceptor = event.assoc.acceptor
+    proposed = event.assoc.requestor.primitive.presentation_context_definition_list
+    extra = []
+    for cx in proposed:
+        if cx.abstract_syntax and is_unknown_sop_class(cx.abstract_syntax):
+            register_storage_class(cx.abstract_syntax)
+            extra.append(build_context(cx.abstract_syntax, cx.transfer_syntax))
+    if extra:
+        acceptor.supported_contexts = acceptor.supported_contexts + extra
+
+
+def _peer(event: Event) -> tuple[str, str]:
+    requestor = event.assoc.requestor
+    return requestor.ae_title, f"{requestor.address}:{requestor.port}"
+
+
+def handle_store(event: Event, landing: LandingZone, counter: ReceiptCounter) -> int:
+    """Write the dataset as received (with its file meta) durably, then answer.
+
+    Success is returned only after the landed file is fsynced and renamed; any
+    failure to write answers Out of Resources so the sender keeps its copy.
+    """
+    request = event.request
+    sop_class = UID(request.AffectedSOPClassUID)
+    calling_ae, peer = _peer(event)
+    started = time.perf_counter()
+    try:
+        data = event.encoded_dataset()
+        path = landing.store(data)
+    except Exception as exc:  # any write failure: the sender must not think it is stored
+        counter.add(False)
+        LOGGER.error(
+            "C-STORE from %s (%s) refused, landing write failed: %s: %s",
+            calling_ae,
+            peer,
+            type(exc).__name__,
+            exc,
+        )
+        return OUT_OF_RESOURCES
+    counter.add(True)
+    if sop_class not in STORAGE_SOP_CLASSES:
+        LOGGER.warning("stored an instance of unknown SOP class %s from %s", sop_class, calling_ae)
+    RECEIPTS.info(
+        json.dumps(
+            {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "calling_ae": calling_ae,
+                "called_ae": event.assoc.acceptor.ae_title,
+                "peer": peer,
+                "sop_class": str(sop_class),
+                "sop_instance": str(request.AffectedSOPInstanceUID),
+                "transfer_syntax": str(event.context.transfer_syntax),
+                "bytes": len(data),
+                "landing_path": str(path),
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+        )
+    )
+    return Status.SUCCESS
+
+
+def handle_association(event: Event) -> None:
+    """One audit line per association event (accepted, released, aborted, rejected)."""
+    calling_ae, peer = _peer(event)
+    LOGGER.info(
+        "association %s: %s (%s)", event.event.name.removeprefix("EVT_").lower(), calling_ae, peer
+    )
+
+
+@dataclass
+class Receiver:
+    """A running Storage SCP; `stop()` shuts it down and closes its sockets."""
+
+    ae: AE
+    server: NoDelayServer
+    thread: threading.Thread
+    counter: ReceiptCounter
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop accepting, let running associations finish for a while, then abort them."""
+        self.server.shutdown()  # closes the listening socket
+        deadline = time.monotonic() + grace_seconds
+        while self.ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in self.ae.active_associations:
+            LOGGER.warning("aborting association with %s at shutdown", assoc.requestor.ae_title)
+            assoc.abort()
+        self.thread.join(timeout=5)
+
+
+def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
+    """Bind the SCP on `settings.host:port` (not yet serving); the caller runs it."""
+    configure_pynetdicom()
+    landing = LandingZone(landing_dir)
+    landing.root.mkdir(parents=True, exist_ok=True)
+    stale = landing.remove_stale_partials()
+    if stale:
+        LOGGER.info("removed %d unacknowledged partial files from the landing zone", stale)
+    ae = build_ae(settings)
+    counter = ReceiptCounter()
+    handlers = [
+        (evt.EVT_C_STORE, handle_store, [landing, counter]),
+        (evt.EVT_ACCEPTED, handle_association),
+        (evt.EVT_RELEASED, handle_association),
+        (evt.EVT_ABORTED, handle_association),
+        (evt.EVT_REJECTED, handle_association),
+    ]
+    if settings.accept_unknown_sop_classes:
+        handlers.append((evt.EVT_REQUESTED, handle_requested))
+    server = ae.make_server(
+        (settings.host, settings.port), evt_handlers=handlers, server_class=NoDelayServer
+    )
+    # Registered like AE.start_server() does, so the server's shutdown() finds it.
+    ae._servers.append(server)
+    thread = threading.Thread(target=server.serve_forever, name="dicomflow-scp", daemon=True)
+    return Receiver(ae=ae, server=server, thread=thread, counter=counter)
+
+
+def start_receiver(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
+    """Start the SCP in a background thread and return it once it is listening."""
+    receiver = make_server(settings, landing_dir)
+    receiver.thread.start()
+    LOGGER.info(
+        "listening as %s on %s:%d, landing zone %s",
+        settings.ae_title,
+        settings.host,
+        receiver.port,
+        landing_dir,
+    )
+    return receiver

@@ -1,0 +1,58 @@
+"""Prefect tasks around `tasks.ingest`: one task run per step per batch, never per file.
+
+Each task takes and returns paths, UIDs and counts. Only storage failures are
+retried: a file that is not usable DICOM was already quarantined by the step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+
+from receiver.landing import LandingZone
+from tasks import ingest
+
+
+def storage_failure(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry only when the disk or filesystem failed, never for a bad file."""
+    error = state.data
+    return isinstance(error, OSError)
+
+
+RETRYING = {
+    "retries": 2,
+    "retry_delay_seconds": [5, 30],
+    "retry_condition_fn": storage_failure,
+    "cache_policy": NO_CACHE,
+}
+
+
+@task(name="list landed", cache_policy=NO_CACHE)
+def list_landed(landing_dir: Path) -> list[Path]:
+    """Completed files in the landing zone, oldest first."""
+    return LandingZone(landing_dir).completed()
+
+
+@task(name="archive", task_run_name="archive batch {batch_no}", **RETRYING)
+def archive_batch(
+    paths: list[Path], ctx: ingest.IngestContext, batch_no: int
+) -> ingest.ArchiveOutcome:
+    """Parse, anonymize and archive one batch; quarantine what cannot be used."""
+    return ingest.archive_files(paths, ctx)
+
+
+@task(name="record", task_run_name="record batch {batch_no}", **RETRYING)
+def record_batch(outcome: ingest.ArchiveOutcome, catalog_dir: Path, batch_no: int) -> int:
+    """Append catalog rows for this batch's instances the catalog does not hold yet."""
+    return ingest.record_instances(outcome.archived, catalog_dir)
+
+
+@task(name="clear landing", task_run_name="clear landing batch {batch_no}", **RETRYING)
+def clear_batch(outcome: ingest.ArchiveOutcome, batch_no: int) -> int:
+    """Delete the batch's landed files, now durable in archive and catalog."""
+    return ingest.clear_landing(outcome.archived)

@@ -1,0 +1,176 @@
+"""One autoload batch, in three idempotent steps, without any orchestrator.
+
+1. `archive_files`: parse, validate, anonymize and write each landed file into the
+   archive (fsynced); unusable files go to quarantine with a reason.
+2. `record_instances`: append catalog rows for instances the catalog lacks.
+3. `clear_landing`: delete the landed files whose archive copy and rows are durable.
+
+A crash between any two steps leaves work that the next run redoes harmlessly:
+archive writes never overwrite, rows are only added for unrecorded instances,
+and a landed file is deleted only after both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from catalog.store import recorded_instances, write_parts
+from receiver.durable import remove_durably
+from tasks.anonymize import anonymize
+from tasks.archive import archive_relpath, encode, read_archived, write_once
+from tasks.extract import rows_for, utc_now
+from tasks.parse import Rejected, read_instance
+from tasks.pseudonyms import Pseudonymizer
+from tasks.quarantine import quarantine
+from tasks.rules import Rules, load_rules
+
+LOGGER = logging.getLogger("dicomflow.autoload")
+
+
+class StorageUnavailable(OSError):
+    """The archive, catalog or quarantine cannot be written (full, read-only, gone).
+
+    A failure of the machine, not of the file: the batch stops, every landed file
+    stays, and a retry or the next run picks the work up again.
+    """
+
+    @classmethod
+    def during(cls, what: str, exc: OSError) -> StorageUnavailable:
+        return cls(exc.errno, f"{what} failed: {exc.strerror or exc}")
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    """What a batch needs, built once per run from the settings."""
+
+    archive_dir: Path
+    quarantine_dir: Path
+    catalog_dir: Path
+    salt: bytes = field(repr=False)
+    rules_file: Path | None
+    run_id: str
+
+    def rules(self) -> Rules:
+        return load_rules(self.rules_file)
+
+    def keys(self) -> Pseudonymizer:
+        return Pseudonymizer(self.salt)
+
+
+@dataclass(frozen=True)
+class ArchivedInstance:
+    """A landed file whose anonymized copy is in the archive."""
+
+    landed: Path
+    sop_instance_uid: str
+    rows: dict[str, dict[str, Any]]
+    new: bool
+
+
+@dataclass
+class ArchiveOutcome:
+    """What `archive_files` did with one batch."""
+
+    archived: list[ArchivedInstance] = field(default_factory=list)
+    quarantined: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def new(self) -> int:
+        return sum(1 for a in self.archived if a.new)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(1 for a in self.archived if not a.new)
+
+    @property
+    def bytes(self) -> int:
+        return sum(a.rows["instances"]["file_size"] for a in self.archived if a.new)
+
+
+def archive_one(
+    path: Path, ctx: IngestContext, rules: Rules, keys: Pseudonymizer
+) -> ArchivedInstance:
+    """Parse, anonymize and archive one landed file; raises `Rejected` for unusable input."""
+    ds = read_instance(path)
+    anonymize(ds, rules, keys)
+    relpath = archive_relpath(ds)
+    data = encode(ds)
+    try:
+        written = write_once(ctx.archive_dir / relpath, data)
+    except OSError as exc:
+        raise StorageUnavailable.during("archive write", exc) from exc
+    described = ds if written.new else read_archived(written.path)
+    facts = {
+        "archive_path": str(written.path.resolve()),
+        "archive_relpath": relpath.as_posix(),
+        "file_size": written.size,
+        "sha256": written.sha256,
+        "landed_name": path.name,
+    }
+    rows = rows_for(described, facts, {"run_id": ctx.run_id, "recorded_at": utc_now()})
+    return ArchivedInstance(path, str(ds.SOPInstanceUID), rows, written.new)
+
+
+def archive_files(paths: list[Path], ctx: IngestContext) -> ArchiveOutcome:
+    """Step 1 for a batch. Per-file problems quarantine that file; storage problems stop all."""
+    started = time.perf_counter()
+    rules, keys = ctx.rules(), ctx.keys()
+    outcome = ArchiveOutcome()
+    with warnings.catch_warnings():
+        # pydicom's warnings about odd values quote the values: patient data.
+        warnings.simplefilter("ignore")
+        for path in paths:
+            _archive_or_quarantine(path, ctx, rules, keys, outcome)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _archive_or_quarantine(
+    path: Path, ctx: IngestContext, rules: Rules, keys: Pseudonymizer, outcome: ArchiveOutcome
+) -> None:
+    """Archive one file, or quarantine it with the reason; storage failures propagate."""
+    if not path.exists():  # finished by an earlier, interrupted run
+        return
+    try:
+        outcome.archived.append(archive_one(path, ctx, rules, keys))
+        return
+    except Rejected as rejected:
+        reason, detail = rejected.reason, rejected.detail
+    except StorageUnavailable:
+        raise
+    except Exception as exc:  # any failure of this file alone, RecursionError included
+        reason, detail = "processing-error", f"{type(exc).__name__}: {exc}"
+    try:
+        quarantine(path, ctx.quarantine_dir, reason, detail)
+    except OSError as exc:
+        raise StorageUnavailable.during("quarantine write", exc) from exc
+    outcome.quarantined[reason] += 1
+    LOGGER.warning("quarantined %s: %s", path.name, reason)
+
+
+def record_instances(archived: list[ArchivedInstance], catalog_dir: Path) -> int:
+    """Step 2: write catalog rows for the instances not recorded yet; returns how many."""
+    known = recorded_instances(catalog_dir, (a.sop_instance_uid for a in archived))
+    fresh = [a for a in archived if a.sop_instance_uid not in known]
+    if not fresh:
+        return 0
+    tables = {table: [a.rows[table] for a in fresh] for table in fresh[0].rows}
+    try:
+        write_parts(catalog_dir, tables)
+    except OSError as exc:
+        raise StorageUnavailable.during("catalog write", exc) from exc
+    return len({a.sop_instance_uid for a in fresh})
+
+
+def clear_landing(archived: list[ArchivedInstance]) -> int:
+    """Step 3: remove landed files now safe in the archive and the catalog."""
+    paths = [a.landed for a in archived]
+    remove_durably(paths)
+    return len(paths)

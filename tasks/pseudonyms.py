@@ -1,0 +1,44 @@
+"""Keyed, deterministic replacements: the same original gives the same result in every run.
+
+HMAC-SHA256 with the site's secret salt means nobody without the salt can test a
+guessed patient ID or UID against our output.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+
+from pydicom.uid import UID
+
+STANDARD_UID_ROOT = "1.2.840.10008."
+"""UIDs defined by the DICOM standard itself (SOP classes, transfer syntaxes, ...)."""
+
+
+@dataclass(frozen=True)
+class Pseudonymizer:
+    """Derives pseudonyms and UIDs from originals with one secret key."""
+
+    salt: bytes
+
+    def _digest(self, kind: str, value: str) -> bytes:
+        return hmac.new(self.salt, f"{kind}\x00{value}".encode(), hashlib.sha256).digest()
+
+    def uid(self, original: str) -> str:
+        """A new UID under the 2.25 (UUID) arc, from the original UID (PS3.5 B.2)."""
+        digest = self._digest("uid", original.strip("\x00 "))
+        return f"2.25.{uuid.UUID(bytes=digest[:16], version=5).int}"
+
+    def patient_id(self, original: str) -> str:
+        """A patient pseudonym such as ``ANON-7Q2K4M9XB3D5F6H1``, safe as a folder name."""
+        digest = self._digest("patient", original.strip())
+        return "ANON-" + base64.b32encode(digest[:10]).decode().rstrip("=")
+
+
+def is_standard_uid(value: str) -> bool:
+    """True for UIDs the standard or a vendor defines once for everyone, never per instance."""
+    text = value.strip("\x00 ")
+    return text.startswith(STANDARD_UID_ROOT) or bool(UID(text).keyword)

@@ -1,0 +1,77 @@
+"""Shared fixtures: a real receiver on a free loopback port, dcmtk's environment, Prefect."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.settings import Settings
+from receiver.scp import Receiver, start_receiver
+from receiver.settings import ReceiverSettings
+
+DCMTK_TOOLS = ("echoscu", "storescu", "findscu")
+
+
+def dcmtk_env() -> dict[str, str]:
+    """Debian's dcmtk leaves Nagle's algorithm on unless TCP_NODELAY=1 is set."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def require_dcmtk() -> None:
+    missing = [tool for tool in DCMTK_TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"dcmtk tools missing ({', '.join(missing)}): run .ci/run to install dcmtk")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    """Poll until something accepts connections on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings rooted in a fresh folder, also visible to flows through the environment."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("DICOMFLOW_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DICOMFLOW_ANONYMIZE__SALT", "test-salt")
+    monkeypatch.setenv("DICOMFLOW_AUTOLOAD__BATCH_SIZE", "50")
+    monkeypatch.delenv("DICOMFLOW_CONFIG", raising=False)
+    return Settings()
+
+
+@pytest.fixture
+def receiver(settings: Settings) -> Iterator[Receiver]:
+    """Our Storage SCP on a free loopback port, stopped after the test."""
+    scp = start_receiver(ReceiverSettings(port=0, max_associations=4), settings.landing)
+    try:
+        yield scp
+    finally:
+        scp.stop(grace_seconds=2)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for the whole session (starting one takes seconds)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

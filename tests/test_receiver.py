@@ -1,0 +1,207 @@
+"""The Storage SCP against real peers: dcmtk's echoscu/storescu/findscu and pynetdicom."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
+from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
+
+from receiver import IMPLEMENTATION_CLASS_UID
+from receiver.landing import LandingZone
+from receiver.scp import OUT_OF_RESOURCES, Receiver
+from receiver.storescu import send_files
+from tests.conftest import dcmtk_env, require_dcmtk
+
+
+def landed(receiver_dir: Path) -> list[Path]:
+    return LandingZone(receiver_dir).completed()
+
+
+def run_dcmtk(*args: str) -> subprocess.CompletedProcess[str]:
+    require_dcmtk()
+    return subprocess.run(args, env=dcmtk_env(), capture_output=True, text=True, timeout=60)
+
+
+def test_echoscu_gets_success(receiver: Receiver) -> None:
+    result = run_dcmtk("echoscu", "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.port))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "syntax"),
+    [
+        ("-xi", "CT_small.dcm", ImplicitVRLittleEndian),  # converted by storescu to implicit
+        ("-xe", "CT_small.dcm", ExplicitVRLittleEndian),
+        ("-xb", "MR_small_bigendian.dcm", ExplicitVRBigEndian),
+    ],
+)
+def test_storescu_uncompressed_syntaxes_land_as_negotiated(
+    receiver: Receiver, settings, option: str, name: str, syntax: str
+) -> None:
+    source = get_testdata_file(name)
+    result = run_dcmtk(
+        "storescu", option, "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.port), source
+    )
+    assert result.returncode == 0, result.stderr
+    files = landed(settings.landing)
+    assert len(files) == 1
+    ds = dcmread(files[0])
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    original = dcmread(source)
+    assert ds.SOPInstanceUID == original.SOPInstanceUID
+    assert ds.PatientName == original.PatientName
+    assert ds.pixel_array.tobytes() == original.pixel_array.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("option", "name"),
+    [
+        ("-xy", "SC_rgb_jpeg_dcmtk.dcm"),
+        ("-xs", "SC_rgb_jpeg_gdcm.dcm"),
+        ("-xr", "MR_small_RLE.dcm"),
+    ],
+)
+def test_storescu_compressed_is_stored_as_received(
+    receiver: Receiver, settings, option: str, name: str
+) -> None:
+    source = Path(get_testdata_file(name))
+    result = run_dcmtk(
+        "storescu", option, "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.port), str(source)
+    )
+    assert result.returncode == 0, result.stderr
+    (path,) = landed(settings.landing)
+    stored, original = dcmread(path), dcmread(source)
+    assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    assert stored.PixelData == original.PixelData  # the compressed bytes, untouched
+
+
+def test_landed_file_has_our_meta_and_receipt(receiver: Receiver, settings, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="dicomflow.receipts")
+    source = Path(get_testdata_file("MR_small.dcm"))
+    results = send_files([source], "127.0.0.1", receiver.port, "DICOMFLOW")
+    assert [r.status for r in results] == [0x0000]
+    (path,) = landed(settings.landing)
+    ds = dcmread(path)
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    receipts = [
+        json.loads(r.getMessage()) for r in caplog.records if r.name == "dicomflow.receipts"
+    ]
+    assert len(receipts) == 1
+    receipt = receipts[0]
+    assert receipt["calling_ae"] == "DICOMFLOW_SCU"
+    assert receipt["sop_instance"] == ds.SOPInstanceUID
+    assert receipt["landing_path"] == str(path)
+    assert receipt["bytes"] == path.stat().st_size
+    assert receipt["transfer_syntax"] == ExplicitVRLittleEndian
+
+
+def test_same_instance_twice_lands_twice(receiver: Receiver, settings) -> None:
+    source = Path(get_testdata_file("CT_small.dcm"))
+    for _ in range(2):
+        assert send_files([source], "127.0.0.1", receiver.port, "DICOMFLOW")[0].ok
+    files = landed(settings.landing)
+    assert len(files) == 2
+    assert {dcmread(p).SOPInstanceUID for p in files} == {dcmread(source).SOPInstanceUID}
+
+
+def test_two_concurrent_senders(receiver: Receiver, settings) -> None:
+    sources = [Path(get_testdata_file(n)) for n in ("CT_small.dcm", "MR_small.dcm")]
+    results: list = []
+
+    def send(path: Path) -> None:
+        result = run_dcmtk(
+            "storescu",
+            "--repeat",
+            "10",
+            "-aec",
+            "DICOMFLOW",
+            "127.0.0.1",
+            str(receiver.port),
+            str(path),
+        )
+        results.append(result)
+
+    threads = [threading.Thread(target=send, args=(p,)) for p in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert len(landed(settings.landing)) == 20
+    assert receiver.counter.stored == 20
+
+
+def test_worklist_find_is_rejected_in_negotiation(receiver: Receiver) -> None:
+    ae = AE(ae_title="PROBE")
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="DICOMFLOW")
+    try:
+        assert assoc.is_established
+        accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
+        assert CTImageStorage in accepted
+        assert ModalityWorklistInformationFind not in accepted
+        assert len(assoc.rejected_contexts) == 1
+    finally:
+        assoc.release()
+
+
+def test_findscu_worklist_gets_no_service(receiver: Receiver) -> None:
+    result = run_dcmtk(
+        "findscu", "-W", "-k", "PatientName=", "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.port)
+    )
+    assert result.returncode != 0
+    assert (
+        "No Acceptable Presentation Contexts" in result.stderr
+        or "rejected" in result.stderr.lower()
+    )
+
+
+def test_private_sop_class_is_accepted_and_stored(receiver: Receiver, settings) -> None:
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    private_class = "1.2.826.0.1.3680043.8.498.9999.1"
+    ds.SOPClassUID = private_class
+    ds.file_meta.MediaStorageSOPClassUID = private_class
+    ae = AE(ae_title="PROBE")
+    ae.add_requested_context(private_class, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="DICOMFLOW")
+    try:
+        assert assoc.is_established
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    (path,) = landed(settings.landing)
+    assert dcmread(path).SOPClassUID == private_class
+
+
+def test_failed_landing_write_answers_out_of_resources(receiver: Receiver, settings) -> None:
+    shutil.rmtree(settings.landing)
+    settings.landing.write_text("not a folder")  # every write into it now fails
+    result = send_files(
+        [Path(get_testdata_file("CT_small.dcm"))], "127.0.0.1", receiver.port, "DICOMFLOW"
+    )
+    assert result[0].status == OUT_OF_RESOURCES
+    assert STORAGE_SERVICE_CLASS_STATUS[OUT_OF_RESOURCES][1] == "Refused: Out of Resources"
+    assert receiver.counter.failed == 1 and receiver.counter.stored == 0
+
+
+def test_association_reports_our_implementation_uid(receiver: Receiver) -> None:
+    ae = AE(ae_title="PROBE")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="DICOMFLOW")
+    try:
+        assert assoc.acceptor.implementation_class_uid == IMPLEMENTATION_CLASS_UID
+        assert assoc.acceptor.maximum_length == 65536
+    finally:
+        assoc.release()

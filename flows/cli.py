@@ -84,22 +84,12 @@ def cmd_autoload(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from flows.autoload import autoload
     from flows.logs import configure_logging
-    from receiver.scp import start_receiver
+    from flows.serve import serve
 
     configure_logging(settings.data_dir, args.verbose)
-    receiver = start_receiver(_receiver_settings(settings, args), settings.landing)
-    try:
-        # Blocks until Ctrl-C; each scheduled run is an ordinary autoload flow run.
-        autoload.serve(
-            name="autoload-serve",
-            interval=settings.autoload.interval_seconds,
-            description="Autoload on an interval, started by `dicomflow serve`.",
-            tags=["dicomflow"],
-        )
-    finally:
-        receiver.stop()
+    serve(settings, _receiver_settings(settings, args))
+    print("stopped")
     return 0
 
 

@@ -32,6 +32,12 @@ class AutoloadSettings(BaseModel):
 
     interval_seconds: float = Field(60.0, gt=0, description="Seconds between scheduled runs.")
     batch_size: int = Field(200, ge=1, le=100_000, description="Landed files per Prefect task.")
+    prefect_port: int = Field(
+        4200,
+        ge=1,
+        le=65535,
+        description="Port of the Prefect server that `serve` starts if PREFECT_API_URL is unset.",
+    )
 
 
 class AnonymizeSettings(BaseModel):

@@ -16,6 +16,8 @@ import logging
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,14 +120,26 @@ def archive_one(
     return ArchivedInstance(path, str(ds.SOPInstanceUID), rows, written.new)
 
 
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Keep pydicom's complaints about odd values out of logs: they quote the values."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logger.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
 def archive_files(paths: list[Path], ctx: IngestContext) -> ArchiveOutcome:
     """Step 1 for a batch. Per-file problems quarantine that file; storage problems stop all."""
     started = time.perf_counter()
     rules, keys = ctx.rules(), ctx.keys()
     outcome = ArchiveOutcome()
-    with warnings.catch_warnings():
-        # pydicom's warnings about odd values quote the values: patient data.
-        warnings.simplefilter("ignore")
+    with quiet_pydicom():
         for path in paths:
             _archive_or_quarantine(path, ctx, rules, keys, outcome)
     outcome.seconds = time.perf_counter() - started

@@ -1,0 +1,101 @@
+"""`dicomflow serve`: the receiver plus the autoload flow on its interval, in one process.
+
+Prefect schedules only against a real API server: if none is configured
+(``PREFECT_API_URL``), one is started on 127.0.0.1 for the life of the command,
+which also gives the Prefect UI. Ctrl-C (or SIGTERM) stops the scheduler, lets a
+running autoload finish its current step, then stops the receiver and the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flows.settings import Settings
+from receiver.settings import ReceiverSettings
+
+LOGGER = logging.getLogger("dicomflow.serve")
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def prefect_api(port: int, timeout: float = 120.0) -> Iterator[str]:
+    """The configured Prefect API, or a ``prefect server`` started here and stopped after."""
+    from prefect.settings import PREFECT_API_URL
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield str(configured)
+        return
+    api_url = f"http://127.0.0.1:{port}/api"
+    if _healthy(api_url):  # a server the user started already
+        os.environ["PREFECT_API_URL"] = api_url
+        yield api_url
+        return
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    # Its own session: a Ctrl-C in the terminal must not stop it before the runner is done.
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(api_url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Prefect server did not start on 127.0.0.1:{port}")
+            time.sleep(0.5)
+        LOGGER.info("Prefect server and UI at http://127.0.0.1:%d", port)
+        os.environ["PREFECT_API_URL"] = api_url  # for the flow-run processes too
+        yield api_url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
+    """Run the receiver and the scheduled autoload until SIGINT or SIGTERM."""
+    from receiver.scp import start_receiver
+
+    with prefect_api(settings.autoload.prefect_port):
+        from prefect.runner import Runner
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from flows.autoload import autoload
+
+        with temporary_settings({PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+            receiver = start_receiver(receiver_settings, settings.landing)
+            try:
+                runner = Runner(name="dicomflow-serve", pause_on_shutdown=False)
+                runner.add_flow(
+                    autoload,
+                    name="autoload-serve",
+                    interval=settings.autoload.interval_seconds,
+                    description="Autoload on an interval, started by `dicomflow serve`.",
+                    tags=["dicomflow", "autoload"],
+                )
+                # Ctrl-C takes the runner's graceful path, like SIGTERM does.
+                signal.signal(signal.SIGINT, runner.handle_sigterm)
+                LOGGER.info(
+                    "autoload every %.0f s; Ctrl-C stops", settings.autoload.interval_seconds
+                )
+                asyncio.run(runner.start())
+            finally:
+                receiver.stop()

@@ -1,0 +1,131 @@
+"""Anonymization rules on real pydicom test files: relations, not golden values."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from tasks.anonymize import anonymize, patient_key
+from tasks.pseudonyms import Pseudonymizer, is_standard_uid
+from tasks.rules import Action, RulesError, load_rules, parse_rules
+
+KEYS = Pseudonymizer(b"unit-test-salt")
+RULES = load_rules()
+
+
+def all_elements(ds: Dataset):
+    yield from ds.iterall()
+
+
+def with_nested_private(ds: Dataset) -> Dataset:
+    """Add a private block at top level and two sequence levels down, with identifying text."""
+    ds.private_block(0x0009, "ACME 1.0", create=True).add_new(0x01, "LO", "secret-top")
+    inner = Dataset()
+    inner.private_block(0x0011, "ACME 1.0", create=True).add_new(0x02, "LO", "secret-deep")
+    inner.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    inner.PerformingPhysicianName = "Watson^John"
+    middle = Dataset()
+    middle.ReferencedImageSequence = Sequence([inner])
+    ds.ReferencedSeriesSequence = Sequence([middle])
+    return ds
+
+
+def test_builtin_rules_load_and_cover_patient_identity() -> None:
+    assert RULES.remove_private is True
+    assert RULES.by_vr["UI"] is Action.UID
+    assert RULES.action_for(0x00100020, "LO") is Action.PATIENT_PSEUDONYM  # PatientID
+    assert RULES.action_for(0x00080080, "LO") is Action.REMOVE  # InstitutionName
+
+
+def test_private_tags_removed_at_every_depth() -> None:
+    ds = with_nested_private(dcmread(get_testdata_file("CT_small.dcm")))
+    anonymize(ds, RULES, KEYS)
+    assert not [e for e in all_elements(ds) if e.tag.is_private]
+    text = str(ds)
+    assert "secret-top" not in text and "secret-deep" not in text
+
+
+def test_identifying_values_leave_no_trace() -> None:
+    ds = with_nested_private(dcmread(get_testdata_file("CT_small.dcm")))
+    ds.InstitutionName = "General Hospital"
+    ds.ReferringPhysicianName = "Holmes^Sherlock"
+    ds.AccessionNumber = "ACC12345"
+    originals = [str(ds.PatientName), str(ds.PatientID), "Holmes", "Watson", "General Hospital"]
+    originals += [ds.AccessionNumber, ds.StudyInstanceUID, ds.SOPInstanceUID]
+    anonymize(ds, RULES, KEYS)
+    values = [str(e.value) for e in all_elements(ds) if e.VR not in ("OB", "OW", "SQ")]
+    values += [str(e.value) for e in ds.file_meta]
+    for original in originals:
+        assert not [v for v in values if original in v], original
+    assert ds.PatientIdentityRemoved == "YES"
+
+
+def test_uids_remapped_consistently_everywhere() -> None:
+    first = with_nested_private(dcmread(get_testdata_file("CT_small.dcm")))
+    second = copy.deepcopy(first)
+    original_sop = first.SOPInstanceUID
+    anonymize(first, RULES, KEYS)
+    anonymize(second, RULES, Pseudonymizer(b"unit-test-salt"))  # a later run, same salt
+    assert first.SOPInstanceUID == second.SOPInstanceUID == KEYS.uid(original_sop)
+    assert first.SOPInstanceUID.startswith("2.25.")
+    assert first.file_meta.MediaStorageSOPInstanceUID == first.SOPInstanceUID
+    ref = first.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID
+    assert ref == first.SOPInstanceUID  # references follow their targets
+    assert Pseudonymizer(b"another-salt").uid(original_sop) != first.SOPInstanceUID
+
+
+def test_standard_uids_are_kept() -> None:
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    sop_class, syntax = ds.SOPClassUID, ds.file_meta.TransferSyntaxUID
+    anonymize(ds, RULES, KEYS)
+    assert ds.SOPClassUID == sop_class
+    assert ds.file_meta.MediaStorageSOPClassUID == sop_class
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    assert is_standard_uid("1.2.840.10008.5.1.4.1.1.2")
+    assert not is_standard_uid("1.3.6.1.4.1.5962.1.1.1")
+
+
+def test_pixel_data_untouched() -> None:
+    ds = dcmread(get_testdata_file("MR_small.dcm"))
+    pixels = ds.PixelData
+    anonymize(ds, RULES, KEYS)
+    assert ds.PixelData == pixels
+
+
+def test_same_patient_same_pseudonym_across_studies() -> None:
+    one = dcmread(get_testdata_file("CT_small.dcm"))
+    two = dcmread(get_testdata_file("CT_small.dcm"))
+    two.StudyInstanceUID = "1.2.3.4.5.6.7"
+    anonymize(one, RULES, KEYS)
+    anonymize(two, RULES, KEYS)
+    assert one.PatientID == two.PatientID == one.PatientName
+    assert one.StudyInstanceUID != two.StudyInstanceUID
+
+
+def test_patients_without_id_do_not_merge() -> None:
+    one, two = Dataset(), Dataset()
+    one.PatientID, two.PatientID = "", ""
+    one.StudyInstanceUID, two.StudyInstanceUID = "1.2.3", "1.2.4"
+    assert patient_key(one) != patient_key(two)
+    one.PatientName = two.PatientName = "Doe^Jane"
+    assert patient_key(one) == patient_key(two)  # same name, same (empty) birth date
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[by_keyword]\nPatientName = "blur"\n', "unknown action 'blur'"),
+        ('[by_keyword]\nPatientNme = "remove"\n', "PatientNme: not a DICOM keyword"),
+        ("remove_private = 3\n", "remove_private must be true or false"),
+        ("colour = 1\n", "unknown key(s) colour"),
+        ("[by_keyword\n", "not valid TOML"),
+    ],
+)
+def test_invalid_rules_fail_loudly(text: str, message: str) -> None:
+    with pytest.raises(RulesError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_rules(text, "site.toml")

@@ -1,0 +1,173 @@
+"""The `dicomflow` command as a user runs it: subprocesses, real ports, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from tests.conftest import dcmtk_env, free_port, require_dcmtk, wait_for_port
+
+DICOMFLOW = [sys.executable, "-m", "flows.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
+    return subprocess.run(
+        [*DICOMFLOW, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def clean_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+    env["DICOMFLOW_DATA_DIR"] = str(data_dir)
+    return env
+
+
+@pytest.mark.parametrize("command", ["receive", "autoload", "serve", "sql", "demo"])
+def test_every_command_has_help(command: str) -> None:
+    result = run(command, "--help")
+    assert result.returncode == 0
+    assert "usage: dicomflow" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["receive", "--port", "99999"], "--port"),
+        (["receive", "--ae-title", "WAY_TOO_LONG_AE_TITLE"], "--ae-title"),
+        (["--config", "/nonexistent/site.toml", "autoload"], "config file not found"),
+    ],
+)
+def test_bad_arguments_give_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = run(*args, env=clean_env(tmp_path))
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_environment_value_gives_one_line(tmp_path: Path) -> None:
+    env = clean_env(tmp_path) | {"DICOMFLOW_AUTOLOAD__BATCH_SIZE": "many"}
+    result = run("sql", "SELECT 1", env=env)
+    assert result.returncode == 2
+    assert "autoload.batch_size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sql_on_empty_catalog_and_formats(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    table = run("sql", "SELECT count(*) AS n FROM instances", env=env)
+    assert table.returncode == 0 and "0" in table.stdout
+    csv = run("sql", "SELECT 1 AS a, 'x' AS b", "--format", "csv", env=env)
+    assert csv.stdout.splitlines() == ["a,b", "1,x"]
+    as_json = run("sql", "SELECT 1 AS a", "--format", "json", env=env)
+    assert json.loads(as_json.stdout.strip()) == {"a": 1}
+    out = tmp_path / "rows.parquet"
+    parquet = run("sql", "SELECT 42 AS answer", "--format", "parquet", "--out", str(out), env=env)
+    assert parquet.returncode == 0 and out.stat().st_size > 0
+
+
+def test_sql_error_is_one_line(tmp_path: Path) -> None:
+    result = run("sql", "SELEC nonsense", env=clean_env(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.startswith("dicomflow: SQL error")
+    assert "Traceback" not in result.stderr
+
+
+def test_receive_answers_echoscu_and_stops_on_sigint(tmp_path: Path) -> None:
+    require_dcmtk()
+    port = free_port()
+    process = subprocess.Popen(
+        [*DICOMFLOW, "receive", "--port", str(port), "--ae-title", "CLI_TEST"],
+        env=clean_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port)
+        echo = subprocess.run(
+            ["echoscu", "-aec", "CLI_TEST", "127.0.0.1", str(port)], env=dcmtk_env(), timeout=30
+        )
+        assert echo.returncode == 0
+        store = subprocess.run(
+            [
+                "storescu",
+                "-aec",
+                "CLI_TEST",
+                "127.0.0.1",
+                str(port),
+                get_testdata_file("CT_small.dcm"),
+            ],
+            env=dcmtk_env(),
+            timeout=30,
+        )
+        assert store.returncode == 0
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert "1 stored" in stdout
+    receipts = (tmp_path / "logs" / "receipts.jsonl").read_text().splitlines()
+    assert len(receipts) == 1 and json.loads(receipts[0])["calling_ae"] == "STORESCU"
+    assert len(list((tmp_path / "landing").glob("*.dcm"))) == 1
+
+
+def test_serve_receives_autoloads_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """Receiver plus scheduled autoload in one command; Ctrl-C (SIGINT to the group) stops all."""
+    require_dcmtk()
+    port, prefect_port = free_port(), free_port()
+    env = clean_env(tmp_path / "data") | {
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "DICOMFLOW_AUTOLOAD__PREFECT_PORT": str(prefect_port),
+        "DICOMFLOW_AUTOLOAD__INTERVAL_SECONDS": "2",
+    }
+    env.pop("PREFECT_API_URL", None)
+    process = subprocess.Popen(
+        [*DICOMFLOW, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, timeout=60)
+        store = subprocess.run(
+            [
+                "storescu",
+                "-aec",
+                "DICOMFLOW",
+                "127.0.0.1",
+                str(port),
+                get_testdata_file("CT_small.dcm"),
+            ],
+            env=dcmtk_env(),
+            timeout=30,
+        )
+        assert store.returncode == 0
+        archive = tmp_path / "data" / "archive"
+        deadline = time.monotonic() + 120
+        while not list(archive.rglob("*.dcm")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(list(archive.rglob("*.dcm"))) == 1, "the scheduled autoload never ran"
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr[-2000:]
+    assert "stopped" in stdout
+    with socket.socket() as probe:  # the Prefect server it started is gone too
+        assert probe.connect_ex(("127.0.0.1", prefect_port)) != 0

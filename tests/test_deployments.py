@@ -1,0 +1,43 @@
+"""prefect.yaml deploys as written: `prefect deploy --all` against a real Prefect server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_prefect_yaml_deploys_autoload_on_an_interval(prefect_harness) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    env["DICOMFLOW_PROJECT_DIR"] = str(ROOT)
+    pool = prefect("work-pool", "create", "dicomflow", "--type", "process", "--overwrite", env=env)
+    assert pool.returncode == 0, pool.stderr[-2000:]
+    deploy = prefect("deploy", "--all", env=env)
+    assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-3000:]
+
+    with get_client(sync_client=True) as client:
+        scheduled = client.read_deployment_by_name("autoload/autoload")
+        manual = client.read_deployment_by_name("autoload/autoload-manual")
+    assert scheduled.entrypoint == "flows/autoload.py:autoload"
+    assert [s.schedule.interval for s in scheduled.schedules] == [timedelta(seconds=60)]
+    assert manual.schedules == []
+    assert scheduled.global_concurrency_limit.limit == 1
+    assert "config_file" in scheduled.parameter_openapi_schema["properties"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ def _dedupe(rows: Iterable[Mapping[str, Any]], key: str) -> list[Mapping[str, An
     return kept
 
 
-def write_parts(catalog_dir: Path, rows: Mapping[str, list[Mapping[str, Any]]]) -> list[Path]:
+def write_parts(
+    catalog_dir: Path, rows: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> list[Path]:
     """Write each table's rows as one new Parquet part (fsynced, renamed); return the parts."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     batch = uuid.uuid4().hex[:12]
@@ -54,7 +57,7 @@ def write_parts(catalog_dir: Path, rows: Mapping[str, list[Mapping[str, Any]]]) 
         names = [c.name for c in TABLES[table]]
         arrow = pa.Table.from_pylist([{n: r.get(n) for n in names} for r in table_rows], schema)
         final = table_dir(catalog_dir, table) / f"part-{stamp}-{batch}.parquet"
-        write_atomic_with(final, lambda fh, t=arrow: pq.write_table(t, fh, compression="zstd"))
+        write_atomic_with(final, partial(pq.write_table, arrow, compression="zstd"))
         written.append(final)
     return written
 

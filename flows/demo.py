@@ -27,7 +27,7 @@ def sample_files() -> list[Path]:
         roots.append(Path(data_store.__file__).parent / "data")
     except ImportError:
         pass
-    files = []
+    files: list[Path] = []
     for root in roots:
         files.extend(
             p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix not in SKIPPED_SUFFIXES

@@ -12,6 +12,7 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -141,7 +142,7 @@ def load_settings(config_file: Path | str | None = None) -> Settings:
     Raises SettingsError with one line naming the bad setting.
     """
     path_text = config_file or os.environ.get(CONFIG_ENV)
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     source = "environment"
     if path_text:
         path = Path(path_text)

@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 TMP_SUFFIX = ".partial"
 """Suffix of files still being written; readers ignore them."""
@@ -39,7 +40,7 @@ def write_atomic(final: Path, data: bytes | memoryview, *, overwrite: bool = Tru
 
 
 def write_atomic_with(
-    final: Path, writer: Callable[[object], object], *, overwrite: bool = True
+    final: Path, writer: Callable[[BinaryIO], object], *, overwrite: bool = True
 ) -> Path:
     """Like `write_atomic`, for writers that stream into an open binary file."""
     final.parent.mkdir(parents=True, exist_ok=True)

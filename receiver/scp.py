@@ -15,13 +15,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 from pydicom.uid import UID, AllTransferSyntaxes
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, VerificationPresentationContexts, _config, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import _STORAGE_CLASSES, Verification, register_uid
+from pynetdicom.sop_class import _STORAGE_CLASSES, register_uid
 from pynetdicom.status import Status
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -34,6 +37,9 @@ RECEIPTS = logging.getLogger("dicomflow.receipts")
 
 OUT_OF_RESOURCES = 0xA700
 """Storage status "Refused: Out of Resources" (PS3.4 Table B.2-1): the landing write failed."""
+
+CANNOT_UNDERSTAND = 0xC000
+"""Storage status "Error: Cannot Understand" (PS3.4 Table B.2-1): the request itself failed."""
 
 STORAGE_SOP_CLASSES: tuple[UID, ...] = tuple(UID(uid) for uid in _STORAGE_CLASSES.values())
 """Every storage SOP class in pynetdicom's registry (PS3.4 Annex B)."""
@@ -57,9 +63,7 @@ def build_ae(settings: ReceiverSettings) -> AE:
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
     ae.network_timeout = settings.network_timeout
-    ae.add_supported_context(Verification, list(TRANSFER_SYNTAXES[:4]))
-    for context in storage_contexts():
-        ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
+    ae.supported_contexts = VerificationPresentationContexts + storage_contexts()
     return ae
 
 
@@ -122,12 +126,13 @@ def handle_requested(event: Event) -> None:
     with pynetdicom's Storage service class (its `register_uid`) instead.
     """
     acceptor = event.assoc.acceptor
-    proposed = event.assoc.requestor.primitive.presentation_context_definition_list
+    request = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
     extra = []
-    for cx in proposed:
+    for cx in request.presentation_context_definition_list:
         if cx.abstract_syntax and is_unknown_sop_class(cx.abstract_syntax):
             register_storage_class(cx.abstract_syntax)
-            extra.append(build_context(cx.abstract_syntax, cx.transfer_syntax))
+            syntaxes = [str(ts) for ts in cx.transfer_syntax]
+            extra.append(build_context(cx.abstract_syntax, syntaxes))
     if extra:
         acceptor.supported_contexts = acceptor.supported_contexts + extra
 
@@ -137,49 +142,54 @@ def _peer(event: Event) -> tuple[str, str]:
     return requestor.ae_title, f"{requestor.address}:{requestor.port}"
 
 
+def _receipt(event: Event, status: int, nbytes: int, path: Path | None, ms: float) -> str:
+    """One JSON line per answered C-STORE: who sent what, and what we said."""
+    request = cast(C_STORE, event.request)
+    calling_ae, peer = _peer(event)
+    return json.dumps(
+        {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "calling_ae": calling_ae,
+            "called_ae": event.assoc.acceptor.ae_title,
+            "peer": peer,
+            "sop_class": str(request.AffectedSOPClassUID),
+            "sop_instance": str(request.AffectedSOPInstanceUID),
+            "transfer_syntax": str(event.context.transfer_syntax),
+            "bytes": nbytes,
+            "status": f"0x{status:04X}",
+            "landing_path": str(path) if path else None,
+            "ms": round(ms, 2),
+        }
+    )
+
+
 def handle_store(event: Event, landing: LandingZone, counter: ReceiptCounter) -> int:
     """Write the dataset as received (with its file meta) durably, then answer.
 
-    Success is returned only after the landed file is fsynced and renamed; any
-    failure to write answers Out of Resources so the sender keeps its copy.
+    Success is returned only after the landed file is fsynced and renamed. A write
+    that fails answers Out of Resources, anything else Cannot Understand, so the
+    sender keeps its copy and knows why.
     """
-    request = event.request
-    sop_class = UID(request.AffectedSOPClassUID)
-    calling_ae, peer = _peer(event)
     started = time.perf_counter()
+    data = b""
+    path: Path | None = None
+    status: int = Status.SUCCESS
     try:
         data = event.encoded_dataset()
         path = landing.store(data)
-    except Exception as exc:  # any write failure: the sender must not think it is stored
-        counter.add(False)
-        LOGGER.error(
-            "C-STORE from %s (%s) refused, landing write failed: %s: %s",
-            calling_ae,
-            peer,
-            type(exc).__name__,
-            exc,
-        )
-        return OUT_OF_RESOURCES
-    counter.add(True)
-    if sop_class not in STORAGE_SOP_CLASSES:
-        LOGGER.warning("stored an instance of unknown SOP class %s from %s", sop_class, calling_ae)
-    RECEIPTS.info(
-        json.dumps(
-            {
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "calling_ae": calling_ae,
-                "called_ae": event.assoc.acceptor.ae_title,
-                "peer": peer,
-                "sop_class": str(sop_class),
-                "sop_instance": str(request.AffectedSOPInstanceUID),
-                "transfer_syntax": str(event.context.transfer_syntax),
-                "bytes": len(data),
-                "landing_path": str(path),
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-            }
-        )
-    )
-    return Status.SUCCESS
+    except OSError as exc:
+        status = OUT_OF_RESOURCES
+        LOGGER.error("C-STORE refused, landing write failed: %s", exc.strerror or exc)
+    except Exception as exc:  # an escaped exception would become an unexplained 0xC211
+        status = CANNOT_UNDERSTAND
+        LOGGER.error("C-STORE refused: %s: %s", type(exc).__name__, exc)
+    counter.add(status == Status.SUCCESS)
+    sop_class = str(cast(C_STORE, event.request).AffectedSOPClassUID)
+    if status == Status.SUCCESS and sop_class not in STORAGE_SOP_CLASSES:
+        LOGGER.warning("stored an instance of unknown SOP class %s", sop_class)
+    ms = (time.perf_counter() - started) * 1000
+    RECEIPTS.info(_receipt(event, status, len(data), path, ms))
+    return status
 
 
 def handle_association(event: Event) -> None:
@@ -225,7 +235,7 @@ def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
         LOGGER.info("removed %d unacknowledged partial files from the landing zone", stale)
     ae = build_ae(settings)
     counter = ReceiptCounter()
-    handlers = [
+    handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [landing, counter]),
         (evt.EVT_ACCEPTED, handle_association),
         (evt.EVT_RELEASED, handle_association),
@@ -234,8 +244,11 @@ def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
     ]
     if settings.accept_unknown_sop_classes:
         handlers.append((evt.EVT_REQUESTED, handle_requested))
-    server = ae.make_server(
-        (settings.host, settings.port), evt_handlers=handlers, server_class=NoDelayServer
+    server = cast(
+        NoDelayServer,
+        ae.make_server(
+            (settings.host, settings.port), evt_handlers=handlers, server_class=NoDelayServer
+        ),
     )
     # Registered like AE.start_server() does, so the server's shutdown() finds it.
     ae._servers.append(server)

@@ -54,7 +54,7 @@ def send_files(
     datasets: list[tuple[Path, Dataset]] = []
     for path in paths:
         try:
-            ds = dcmread(path)
+            ds: Dataset = dcmread(path)
             _context_key(ds)
         except Exception as exc:  # unreadable here means unsendable: say so
             results.append(SendResult(path, None, f"not sendable: {type(exc).__name__}: {exc}"))

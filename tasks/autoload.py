@@ -6,8 +6,9 @@ retried: a file that is not usable DICOM was already quarantined by the step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
@@ -17,19 +18,29 @@ from prefect.states import State
 from receiver.landing import LandingZone
 from tasks import ingest
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 def storage_failure(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Retry only when the disk or filesystem failed, never for a bad file."""
-    error = state.data
-    return isinstance(error, OSError)
+    return isinstance(state.data, OSError)
 
 
-RETRYING = {
-    "retries": 2,
-    "retry_delay_seconds": [5, 30],
-    "retry_condition_fn": storage_failure,
-    "cache_policy": NO_CACHE,
-}
+def batch_step(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A batch step: named per batch in the UI, retried only for storage failures.
+
+    No caching: each step is idempotent on the files themselves, and a cached
+    result would skip work a crashed run left undone.
+    """
+    return task(
+        name=name,
+        task_run_name=f"{name} batch {{batch_no}}",
+        retries=2,
+        retry_delay_seconds=[5, 30],
+        retry_condition_fn=storage_failure,
+        cache_policy=NO_CACHE,
+    )
 
 
 @task(name="list landed", cache_policy=NO_CACHE)
@@ -38,7 +49,7 @@ def list_landed(landing_dir: Path) -> list[Path]:
     return LandingZone(landing_dir).completed()
 
 
-@task(name="archive", task_run_name="archive batch {batch_no}", **RETRYING)
+@batch_step("archive")
 def archive_batch(
     paths: list[Path], ctx: ingest.IngestContext, batch_no: int
 ) -> ingest.ArchiveOutcome:
@@ -46,13 +57,13 @@ def archive_batch(
     return ingest.archive_files(paths, ctx)
 
 
-@task(name="record", task_run_name="record batch {batch_no}", **RETRYING)
+@batch_step("record")
 def record_batch(outcome: ingest.ArchiveOutcome, catalog_dir: Path, batch_no: int) -> int:
     """Append catalog rows for this batch's instances the catalog does not hold yet."""
     return ingest.record_instances(outcome.archived, catalog_dir)
 
 
-@task(name="clear landing", task_run_name="clear landing batch {batch_no}", **RETRYING)
+@batch_step("clear landing")
 def clear_batch(outcome: ingest.ArchiveOutcome, batch_no: int) -> int:
     """Delete the batch's landed files, now durable in archive and catalog."""
     return ingest.clear_landing(outcome.archived)

@@ -37,9 +37,9 @@ class _ShortReadWatch:
         self._fh = fh
         self.short_read = False
 
-    def read(self, size: int | None = -1) -> bytes:
+    def read(self, size: int = -1) -> bytes:
         data = self._fh.read(size)
-        if size is not None and size > 0 and 0 < len(data) < size:
+        if size > 0 and 0 < len(data) < size:
             self.short_read = True
         return data
 
@@ -69,7 +69,7 @@ def read_instance(path: Path) -> FileDataset:
     with path.open("rb") as raw:
         fh = _ShortReadWatch(raw)
         try:
-            ds = dcmread(fh)  # type: ignore[arg-type]
+            ds = dcmread(fh)
         except InvalidDicomError as exc:
             raise Rejected("not-dicom", str(exc)) from None
         except Exception as exc:  # pydicom raises many types on damaged input

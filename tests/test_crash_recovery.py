@@ -59,3 +59,14 @@ def test_crash_mid_batch_leaves_rest_for_next_run(prefect_harness, settings: Set
     summary = autoload()
     assert summary.archived == 2 and summary.duplicates == 3
     assert_exactly_once(settings)
+
+
+def test_only_storage_failures_are_retried() -> None:
+    from prefect.states import Failed
+
+    from tasks.autoload import storage_failure
+    from tasks.ingest import StorageUnavailable
+
+    full = StorageUnavailable.during("archive write", OSError(28, "No space left on device"))
+    assert storage_failure(None, None, Failed(data=full))  # type: ignore[arg-type]
+    assert not storage_failure(None, None, Failed(data=ValueError("bad rules")))  # type: ignore[arg-type]

@@ -104,6 +104,7 @@ def test_landed_file_has_our_meta_and_receipt(receiver: Receiver, settings, capl
     assert receipt["landing_path"] == str(path)
     assert receipt["bytes"] == path.stat().st_size
     assert receipt["transfer_syntax"] == ExplicitVRLittleEndian
+    assert receipt["status"] == "0x0000"
 
 
 def test_same_instance_twice_lands_twice(receiver: Receiver, settings) -> None:
@@ -185,7 +186,10 @@ def test_private_sop_class_is_accepted_and_stored(receiver: Receiver, settings) 
     assert dcmread(path).SOPClassUID == private_class
 
 
-def test_failed_landing_write_answers_out_of_resources(receiver: Receiver, settings) -> None:
+def test_failed_landing_write_answers_out_of_resources(
+    receiver: Receiver, settings, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="dicomflow.receipts")
     shutil.rmtree(settings.landing)
     settings.landing.write_text("not a folder")  # every write into it now fails
     result = send_files(
@@ -194,6 +198,10 @@ def test_failed_landing_write_answers_out_of_resources(receiver: Receiver, setti
     assert result[0].status == OUT_OF_RESOURCES
     assert STORAGE_SERVICE_CLASS_STATUS[OUT_OF_RESOURCES][1] == "Refused: Out of Resources"
     assert receiver.counter.failed == 1 and receiver.counter.stored == 0
+    (receipt,) = [
+        json.loads(r.getMessage()) for r in caplog.records if r.name == "dicomflow.receipts"
+    ]
+    assert receipt["status"] == "0xA700" and receipt["landing_path"] is None
 
 
 def test_association_reports_our_implementation_uid(receiver: Receiver) -> None:

@@ -171,3 +171,21 @@ def test_serve_receives_autoloads_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "stopped" in stdout
     with socket.socket() as probe:  # the Prefect server it started is gone too
         assert probe.connect_ex(("127.0.0.1", prefect_port)) != 0
+
+
+def test_demo_sends_real_files_end_to_end(tmp_path: Path) -> None:
+    """README's first command: at least 100 instances of at least 5 modalities reach SQL."""
+    env = clean_env(tmp_path / "demo") | {"PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    result = run("demo", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "instances per modality" in result.stdout
+    out = run(
+        "sql",
+        "SELECT count(*), count(DISTINCT modality) FROM instances",
+        "--format",
+        "csv",
+        env=env,
+    )
+    instances, modalities = map(int, out.stdout.splitlines()[1].split(","))
+    assert instances >= 100 and modalities >= 5

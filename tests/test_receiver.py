@@ -20,6 +20,7 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 from receiver import IMPLEMENTATION_CLASS_UID
 from receiver.landing import LandingZone
 from receiver.scp import OUT_OF_RESOURCES, Receiver
+from receiver.settings import ReceiverSettings
 from receiver.storescu import send_files
 from tests.conftest import dcmtk_env, require_dcmtk
 
@@ -213,3 +214,18 @@ def test_association_reports_our_implementation_uid(receiver: Receiver) -> None:
         assert assoc.acceptor.maximum_length == 65536
     finally:
         assoc.release()
+
+
+def test_accepted_sockets_have_tcp_nodelay(settings) -> None:
+    import socket
+
+    from receiver.scp import make_server
+
+    scp = make_server(ReceiverSettings(port=0), settings.landing)  # bound, not serving
+    try:
+        with socket.create_connection(("127.0.0.1", scp.port), timeout=5):
+            accepted, _ = scp.server.get_request()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        scp.server.server_close()

@@ -43,12 +43,12 @@ def _receiver_settings(settings: Settings, args: argparse.Namespace) -> Receiver
         raise SettingsError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
 
 
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
+def _stop_on_signal() -> threading.Event:
+    """An event set by SIGINT or SIGTERM; install it before serving so no signal is missed."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    return stop
 
 
 def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
@@ -56,9 +56,10 @@ def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
     from receiver.scp import start_receiver
 
     configure_logging(settings.data_dir, args.verbose)
+    stop = _stop_on_signal()
     receiver = start_receiver(_receiver_settings(settings, args), settings.landing)
     try:
-        _wait_for_signal()
+        stop.wait()
     finally:
         receiver.stop()
     print(f"stopped: {receiver.counter.stored} stored, {receiver.counter.failed} refused")

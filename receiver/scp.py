@@ -214,14 +214,24 @@ class Receiver:
         return int(self.server.server_address[1])
 
     def stop(self, grace_seconds: float = 10.0) -> None:
-        """Stop accepting, let running associations finish for a while, then abort them."""
+        """Stop accepting, let established associations finish for a while, abort the rest.
+
+        A connection that never completed association negotiation (a port probe, a
+        stalled peer) has nothing to finish and is not waited for.
+        """
         self.server.shutdown()  # closes the listening socket
         deadline = time.monotonic() + grace_seconds
-        while self.ae.active_associations and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            running = [a for a in self.ae.active_associations if a.is_established]
+            if not running:
+                break
             time.sleep(0.05)
         for assoc in self.ae.active_associations:
-            LOGGER.warning("aborting association with %s at shutdown", assoc.requestor.ae_title)
-            assoc.abort()
+            # Not yet associated: nothing to abort, and its daemon thread ends by the
+            # ACSE timeout (pynetdicom waits that long for an A-ASSOCIATE-RQ).
+            if assoc.is_established:
+                LOGGER.warning("aborting association with %s at shutdown", assoc.requestor.ae_title)
+                assoc.abort()
         self.thread.join(timeout=5)
 
 

@@ -229,3 +229,20 @@ def test_accepted_sockets_have_tcp_nodelay(settings) -> None:
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         scp.server.server_close()
+
+
+def test_stop_does_not_wait_for_a_connection_that_never_associated(settings) -> None:
+    import socket
+    import time
+
+    from receiver.scp import start_receiver
+
+    scp = start_receiver(ReceiverSettings(port=0, acse_timeout=30), settings.landing)
+    probe = socket.create_connection(("127.0.0.1", scp.port), timeout=5)  # a port check
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        scp.stop(grace_seconds=10)
+        assert time.monotonic() - started < 5
+    finally:
+        probe.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,7 @@ def _dedupe(rows: Iterable[Mapping[str, Any]], key: str) -> list[Mapping[str, An
     return kept
 
 
-def write_parts(
-    catalog_dir: Path, rows: Mapping[str, Sequence[Mapping[str, Any]]]
-) -> list[Path]:
+def write_parts(catalog_dir: Path, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Path]:
     """Write each table's rows as one new Parquet part (fsynced, renamed); return the parts."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     batch = uuid.uuid4().hex[:12]

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import shlex
 import signal
 import sys
 import threading
 from collections import Counter
 from pathlib import Path
 
+from flows.serve import ServeError
 from flows.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from receiver.scp import ReceiverError
 from receiver.settings import ReceiverSettings
 
 EXIT_USAGE = 2
@@ -98,37 +100,24 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     import duckdb
 
     import catalog
+    from catalog.export import ExportError, choose_format, export
 
+    if not settings.catalog.is_dir():
+        print(f"dicomflow: note: no catalog at {settings.catalog} yet", file=sys.stderr)
+    out = Path(args.out) if args.out else None
     con = catalog.connect(settings.catalog)
     try:
+        fmt = choose_format(args.format, out)
         relation = con.sql(args.query)
+        if relation is None:  # a statement without a result
+            return 0
+        rows = export(relation, fmt, out, max_rows=args.max_rows)
     except duckdb.Error as exc:
         raise CommandError(f"SQL error: {str(exc).splitlines()[0]}") from None
-    if relation is None:
-        return 0
-    fmt = args.format
-    if fmt == "parquet" and not args.out:
-        raise CommandError("--format parquet needs --out FILE")
-    try:
-        if args.out:
-            if fmt == "parquet":
-                relation.to_parquet(args.out)
-            elif fmt == "json":
-                relation.df().to_json(args.out, orient="records", lines=True, date_format="iso")
-            else:
-                relation.to_csv(args.out)
-            print(f"wrote {len(relation)} rows to {args.out}")
-        elif fmt == "csv":
-            relation.df().to_csv(sys.stdout, index=False)
-        elif fmt == "json":
-            sys.stdout.write(
-                relation.df().to_json(orient="records", lines=True, date_format="iso") + "\n"
-            )
-        else:
-            width = shutil.get_terminal_size((160, 24)).columns
-            relation.show(max_rows=args.max_rows, max_width=width)
-    except duckdb.Error as exc:
-        raise CommandError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    except (ExportError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    if out is not None:
+        print(f"wrote {rows} rows to {out}", file=sys.stderr)
     return 0
 
 
@@ -165,7 +154,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         for reason, count in reasons.most_common():
             print(f"  {count:4d}  {reason}")
     _print_quarantine(settings.quarantine)
-    print(f'\nquery it: dicomflow --data-dir {settings.data_dir} sql "SELECT * FROM studies"')
+    command = sys.argv[0] if sys.argv[0].endswith("dicomflow") else "dicomflow"
+    query = shlex.quote("SELECT * FROM studies")
+    print(f"\nquery it: {command} --data-dir {shlex.quote(str(settings.data_dir))} sql {query}")
     return 0
 
 
@@ -181,21 +172,35 @@ def _print_quarantine(folder: Path) -> None:
         print(f"  {path.name.removesuffix('.reason.json')}: {record['reason']}: {record['detail']}")
 
 
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name; the later one wins."""
+    common = argparse.ArgumentParser(add_help=False)
+    keep = argparse.SUPPRESS  # an option given only before the command is not reset after it
+    common.add_argument(
+        "--config", metavar="FILE", default=keep, help=f"TOML settings file (or ${CONFIG_ENV})"
+    )
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=keep,
+        help="data root, as DICOMFLOW_DATA_DIR (default ./dicomflow-data; demo: ./dicomflow-demo)",
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=keep, help="log DICOM traffic too"
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=keep, help="show tracebacks of failures"
+    )
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
     parser = argparse.ArgumentParser(
         prog="dicomflow",
         description="DICOM receiver, anonymizing autoloader and SQL catalog.",
+        parents=[common],
     )
-    parser.add_argument(
-        "--config", metavar="FILE", help=f"TOML settings file (default: ${CONFIG_ENV})"
-    )
-    parser.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="data root, as DICOMFLOW_DATA_DIR (default: ./dicomflow-data)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log DICOM traffic too")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of failures")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def network_options(p: argparse.ArgumentParser) -> None:
@@ -203,26 +208,39 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, help="TCP port (default 11112)")
         p.add_argument("--ae-title", help="our AE title (default DICOMFLOW)")
 
-    receive = sub.add_parser("receive", help="run the DICOM receiver (C-ECHO, C-STORE SCP)")
+    receive = sub.add_parser(
+        "receive", parents=[common], help="run the DICOM receiver (C-ECHO, C-STORE SCP)"
+    )
     network_options(receive)
     receive.set_defaults(func=cmd_receive)
 
-    auto = sub.add_parser("autoload", help="run one autoload now: landing -> archive + catalog")
+    auto = sub.add_parser(
+        "autoload", parents=[common], help="run one autoload now: landing -> archive + catalog"
+    )
     auto.set_defaults(func=cmd_autoload)
 
-    serve = sub.add_parser("serve", help="receiver plus autoload on its interval; Ctrl-C stops")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="receiver plus autoload on its interval; Ctrl-C stops"
+    )
     network_options(serve)
     serve.set_defaults(func=cmd_serve)
 
-    sql = sub.add_parser("sql", help="query the catalog with DuckDB SQL")
+    sql = sub.add_parser("sql", parents=[common], help="query the catalog with DuckDB SQL")
     sql.add_argument("query", help='e.g. "SELECT modality, count(*) FROM instances GROUP BY ALL"')
-    sql.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
-    sql.add_argument("--out", metavar="FILE", help="write the result to FILE")
-    sql.add_argument("--max-rows", type=int, default=50, help="rows shown as a table")
+    sql.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "parquet"],
+        help="table on screen (default), csv, json (JSON Lines) or parquet; with --out, "
+        "the default comes from the file's suffix",
+    )
+    sql.add_argument("--out", metavar="FILE", help="write the result to FILE instead")
+    sql.add_argument("--max-rows", type=int, default=50, help="rows shown as a table (50)")
     sql.set_defaults(func=cmd_sql)
 
     demo = sub.add_parser(
-        "demo", help="send real sample files to a local receiver, autoload, summarize"
+        "demo",
+        parents=[common],
+        help="send real sample files to a local receiver, autoload, summarize",
     )
     demo.set_defaults(func=cmd_demo)
     return parser
@@ -231,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name in ("config", "data_dir", "verbose", "debug"):
+        if not hasattr(args, name):
+            setattr(args, name, None if name in ("config", "data_dir") else False)
+    # Hospital networks are offline: no usage reports from the Prefect servers we start.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Flow runs load settings themselves (also in served subprocesses): pass via environment.
     if args.config:
         os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
@@ -241,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         return int(args.func(settings, args))
-    except (SettingsError, CommandError) as exc:
+    except (SettingsError, CommandError, ServeError, ReceiverError) as exc:
         print(f"dicomflow: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE
     except KeyboardInterrupt:

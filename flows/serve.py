@@ -9,6 +9,7 @@ running autoload finish its current step, then stops the receiver and the server
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -23,6 +24,17 @@ from flows.settings import Settings
 from receiver.settings import ReceiverSettings
 
 LOGGER = logging.getLogger("dicomflow.serve")
+
+
+class ServeError(Exception):
+    """`serve` cannot start; the message says what to change."""
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the parent dies, even by SIGKILL (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _healthy(api_url: str) -> bool:
@@ -48,15 +60,23 @@ def prefect_api(port: int, timeout: float = 120.0) -> Iterator[str]:
         yield api_url
         return
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     # Its own session: a Ctrl-C in the terminal must not stop it before the runner is done.
     server = subprocess.Popen(
-        [*command, "--port", str(port)], stdout=subprocess.DEVNULL, start_new_session=True
+        [*command, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(api_url):
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Prefect server did not start on 127.0.0.1:{port}")
+                raise ServeError(
+                    f"the Prefect server did not start on 127.0.0.1:{port} (port in use? "
+                    "set autoload.prefect_port or PREFECT_API_URL)"
+                )
             time.sleep(0.5)
         LOGGER.info("Prefect server and UI at http://127.0.0.1:%d", port)
         os.environ["PREFECT_API_URL"] = api_url  # for the flow-run processes too
@@ -70,11 +90,23 @@ def prefect_api(port: int, timeout: float = 120.0) -> Iterator[str]:
             server.wait()
 
 
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
     """Run the receiver and the scheduled autoload until SIGINT or SIGTERM."""
     from receiver.scp import start_receiver
 
+    # Until the runner takes over the signals, SIGTERM unwinds like Ctrl-C, so the
+    # Prefect server started below is always stopped.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
     with prefect_api(settings.autoload.prefect_port):
+        from prefect.client.schemas.objects import (
+            ConcurrencyLimitConfig,
+            ConcurrencyLimitStrategy,
+        )
         from prefect.runner import Runner
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -83,13 +115,22 @@ def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
         with temporary_settings({PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
             receiver = start_receiver(receiver_settings, settings.landing)
             try:
-                runner = Runner(name="dicomflow-serve", pause_on_shutdown=False)
+                interval = settings.autoload.interval_seconds
+                runner = Runner(
+                    name="dicomflow-serve",
+                    pause_on_shutdown=False,
+                    query_seconds=min(10.0, interval),  # look for due runs as often as they come
+                )
                 runner.add_flow(
                     autoload,
                     name="autoload-serve",
-                    interval=settings.autoload.interval_seconds,
+                    interval=interval,
                     description="Autoload on an interval, started by `dicomflow serve`.",
                     tags=["dicomflow", "autoload"],
+                    # One run at a time; a run due while one works is dropped, not queued.
+                    concurrency_limit=ConcurrencyLimitConfig(
+                        limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+                    ),
                 )
                 # Ctrl-C takes the runner's graceful path, like SIGTERM does.
                 signal.signal(signal.SIGINT, runner.handle_sigterm)

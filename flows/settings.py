@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from receiver.settings import ReceiverSettings
@@ -53,6 +53,14 @@ class AnonymizeSettings(BaseModel):
             "once in <data_dir>/secrets/anonymization.salt and reused."
         ),
     )
+
+    @field_validator("salt")
+    @classmethod
+    def _salt_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty (leave it unset to have one generated)")
+        return value
+
     rules_file: Path | None = Field(
         None, description="TOML rules replacing the built-in ones (tasks/rulesets/basic.toml)."
     )

@@ -17,14 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from pydicom.uid import UID, AllTransferSyntaxes
+from pydicom._uid_dict import UID_dictionary  # the data dictionary of UIDs
+from pydicom.uid import UID, AllTransferSyntaxes, MediaStorageDirectoryStorage
 from pynetdicom import AE, VerificationPresentationContexts, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext, build_context
-from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import _STORAGE_CLASSES, register_uid
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.sop_class import _STORAGE_CLASSES, register_uid, uid_to_service_class
 from pynetdicom.status import Status
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -41,8 +42,29 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 """Storage status "Error: Cannot Understand" (PS3.4 Table B.2-1): the request itself failed."""
 
-STORAGE_SOP_CLASSES: tuple[UID, ...] = tuple(UID(uid) for uid in _STORAGE_CLASSES.values())
-"""Every storage SOP class in pynetdicom's registry (PS3.4 Annex B)."""
+
+def _dictionary_only_storage_classes() -> tuple[UID, ...]:
+    """Storage SOP classes in pydicom's UID dictionary that pynetdicom has no service for.
+
+    Mostly retired ones a modality may still send, such as NM (1.2.840.10008.5.1.4.1.1.5)
+    and US (.6) Image Storage.
+    """
+    found = []
+    for uid, (name, kind, *_) in UID_dictionary.items():
+        if kind != "SOP Class" or "Storage" not in name or "Commitment" in name:
+            continue
+        if uid != MediaStorageDirectoryStorage and uid_to_service_class(uid) is ServiceClass:
+            found.append(UID(uid))
+    return tuple(found)
+
+
+DICTIONARY_ONLY_STORAGE_CLASSES = _dictionary_only_storage_classes()
+
+STORAGE_SOP_CLASSES: tuple[UID, ...] = (
+    *(UID(uid) for uid in _STORAGE_CLASSES.values()),
+    *DICTIONARY_ONLY_STORAGE_CLASSES,
+)
+"""Every storage SOP class pynetdicom or pydicom's dictionary knows (PS3.4 Annex B)."""
 
 TRANSFER_SYNTAXES: tuple[UID, ...] = tuple(AllTransferSyntaxes)
 """Every transfer syntax pydicom knows; instances are stored as received, never transcoded."""
@@ -60,6 +82,7 @@ def build_ae(settings: ReceiverSettings) -> AE:
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.maximum_pdu_size = settings.max_pdu
     ae.maximum_associations = settings.max_associations
+    ae.require_called_aet = settings.require_called_ae_title
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
     ae.network_timeout = settings.network_timeout
@@ -69,6 +92,8 @@ def build_ae(settings: ReceiverSettings) -> AE:
 
 def configure_pynetdicom() -> None:
     """Set pynetdicom's process-wide switches; called once at start-up, never at import."""
+    for uid in DICTIONARY_ONLY_STORAGE_CLASSES:
+        register_storage_class(uid)
     # Identifiers hold patient data: keep them out of the logs.
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
@@ -103,7 +128,7 @@ class ReceiptCounter:
 
 
 def is_unknown_sop_class(uid: str) -> bool:
-    """Neither in pydicom's UID dictionary nor pynetdicom's storage registry: private or newer."""
+    """Neither in pydicom's UID dictionary nor in our storage classes: private or newer."""
     return not UID(uid).keyword and uid not in STORAGE_SOP_CLASSES
 
 
@@ -114,7 +139,8 @@ def register_storage_class(uid: str) -> None:
     """Make pynetdicom dispatch C-STOREs of `uid` to its Storage service class."""
     with _REGISTRY_LOCK:
         if uid not in _STORAGE_CLASSES.values():
-            register_uid(uid, "UnknownStorage_" + uid.replace(".", "_"), StorageServiceClass)
+            keyword = UID(uid).keyword or "UnknownStorage_" + uid.replace(".", "_")
+            register_uid(uid, keyword, StorageServiceClass)
 
 
 def handle_requested(event: Event) -> None:
@@ -146,11 +172,12 @@ def _receipt(event: Event, status: int, nbytes: int, path: Path | None, ms: floa
     """One JSON line per answered C-STORE: who sent what, and what we said."""
     request = cast(C_STORE, event.request)
     calling_ae, peer = _peer(event)
+    called_ae = cast(A_ASSOCIATE, event.assoc.requestor.primitive).called_ae_title
     return json.dumps(
         {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "calling_ae": calling_ae,
-            "called_ae": event.assoc.acceptor.ae_title,
+            "called_ae": called_ae,
             "peer": peer,
             "sop_class": str(request.AffectedSOPClassUID),
             "sop_instance": str(request.AffectedSOPInstanceUID),
@@ -190,6 +217,15 @@ def handle_store(event: Event, landing: LandingZone, counter: ReceiptCounter) ->
     ms = (time.perf_counter() - started) * 1000
     RECEIPTS.info(_receipt(event, status, len(data), path, ms))
     return status
+
+
+def handle_accepted(event: Event) -> None:
+    """Log the association, and every presentation context we turned down, by name."""
+    handle_association(event)
+    refused = sorted({UID(str(cx.abstract_syntax)).name for cx in event.assoc.rejected_contexts})
+    if refused:
+        calling_ae, _ = _peer(event)
+        LOGGER.warning("refused from %s: %s", calling_ae, "; ".join(refused))
 
 
 def handle_association(event: Event) -> None:
@@ -235,6 +271,10 @@ class Receiver:
         self.thread.join(timeout=5)
 
 
+class ReceiverError(Exception):
+    """The receiver cannot start; the message says why in one line."""
+
+
 def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
     """Bind the SCP on `settings.host:port` (not yet serving); the caller runs it."""
     configure_pynetdicom()
@@ -247,19 +287,23 @@ def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
     counter = ReceiptCounter()
     handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [landing, counter]),
-        (evt.EVT_ACCEPTED, handle_association),
+        (evt.EVT_ACCEPTED, handle_accepted),
         (evt.EVT_RELEASED, handle_association),
         (evt.EVT_ABORTED, handle_association),
         (evt.EVT_REJECTED, handle_association),
     ]
     if settings.accept_unknown_sop_classes:
         handlers.append((evt.EVT_REQUESTED, handle_requested))
-    server = cast(
-        NoDelayServer,
-        ae.make_server(
-            (settings.host, settings.port), evt_handlers=handlers, server_class=NoDelayServer
-        ),
-    )
+    address = (settings.host, settings.port)
+    try:
+        server = cast(
+            NoDelayServer,
+            ae.make_server(address, evt_handlers=handlers, server_class=NoDelayServer),
+        )
+    except OSError as exc:
+        raise ReceiverError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
     # Registered like AE.start_server() does, so the server's shutdown() finds it.
     ae._servers.append(server)
     thread = threading.Thread(target=server.serve_forever, name="dicomflow-scp", daemon=True)

@@ -18,6 +18,10 @@ class ReceiverSettings(BaseModel):
         65536, ge=0, description="Maximum PDU size we receive, in bytes (0 = unlimited)."
     )
     max_associations: int = Field(10, ge=1, description="Associations served at the same time.")
+    require_called_ae_title: bool = Field(
+        True,
+        description="Reject associations addressed to another AE title than ours.",
+    )
     accept_unknown_sop_classes: bool = Field(
         True,
         description="Store SOP classes pynetdicom does not know (private or newer ones).",

@@ -17,6 +17,9 @@ from receiver.settings import ReceiverSettings
 
 DCMTK_TOOLS = ("echoscu", "storescu", "findscu")
 
+# The Prefect servers tests start are offline: no usage reports.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 
 def dcmtk_env() -> dict[str, str]:
     """Debian's dcmtk leaves Nagle's algorithm on unless TCP_NODELAY=1 is set."""

@@ -70,14 +70,24 @@ def test_sql_on_empty_catalog_and_formats(tmp_path: Path) -> None:
     as_json = run("sql", "SELECT 1 AS a", "--format", "json", env=env)
     assert json.loads(as_json.stdout.strip()) == {"a": 1}
     out = tmp_path / "rows.parquet"
-    parquet = run("sql", "SELECT 42 AS answer", "--format", "parquet", "--out", str(out), env=env)
-    assert parquet.returncode == 0 and out.stat().st_size > 0
+    parquet = run("sql", "SELECT 42 AS answer", "--out", str(out), env=env)  # format from suffix
+    assert parquet.returncode == 0
+    assert out.read_bytes()[:4] == b"PAR1"
+    dates = "SELECT DATE '2024-01-31' AS d, 9802::HUGEINT AS n"
+    assert run("sql", dates, "--format", "csv", env=env).stdout.splitlines()[1] == "2024-01-31,9802"
+    assert json.loads(run("sql", dates, "--format", "json", env=env).stdout) == {
+        "d": "2024-01-31",
+        "n": 9802,
+    }
+    missing = run("sql", "SELECT 1", "--out", str(tmp_path / "no" / "x.csv"), env=env)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
 def test_sql_error_is_one_line(tmp_path: Path) -> None:
     result = run("sql", "SELEC nonsense", env=clean_env(tmp_path))
     assert result.returncode == 1
-    assert result.stderr.startswith("dicomflow: SQL error")
+    assert "no catalog at" in result.stderr  # nothing was archived there yet
+    assert result.stderr.splitlines()[-1].startswith("dicomflow: SQL error")
     assert "Traceback" not in result.stderr
 
 

@@ -27,7 +27,6 @@ def test_prefect_yaml_deploys_autoload_on_an_interval(prefect_harness) -> None:
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    env["DICOMFLOW_PROJECT_DIR"] = str(ROOT)
     pool = prefect("work-pool", "create", "dicomflow", "--type", "process", "--overwrite", env=env)
     assert pool.returncode == 0, pool.stderr[-2000:]
     deploy = prefect("deploy", "--all", env=env)
@@ -37,6 +36,9 @@ def test_prefect_yaml_deploys_autoload_on_an_interval(prefect_harness) -> None:
         scheduled = client.read_deployment_by_name("autoload/autoload")
         manual = client.read_deployment_by_name("autoload/autoload-manual")
     assert scheduled.entrypoint == "flows/autoload.py:autoload"
+    # deployed from the project folder: the worker runs the flow from there
+    (step,) = scheduled.pull_steps
+    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
     assert [s.schedule.interval for s in scheduled.schedules] == [timedelta(seconds=60)]
     assert manual.schedules == []
     assert scheduled.global_concurrency_limit.limit == 1

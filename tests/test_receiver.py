@@ -144,7 +144,8 @@ def test_two_concurrent_senders(receiver: Receiver, settings) -> None:
     assert receiver.counter.stored == 20
 
 
-def test_worklist_find_is_rejected_in_negotiation(receiver: Receiver) -> None:
+def test_worklist_find_is_rejected_in_negotiation(receiver: Receiver, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="dicomflow.receiver")
     ae = AE(ae_title="PROBE")
     ae.add_requested_context(ModalityWorklistInformationFind)
     ae.add_requested_context(CTImageStorage)
@@ -157,6 +158,7 @@ def test_worklist_find_is_rejected_in_negotiation(receiver: Receiver) -> None:
         assert len(assoc.rejected_contexts) == 1
     finally:
         assoc.release()
+    assert "refused from PROBE: Modality Worklist Information Model - FIND" in caplog.text
 
 
 def test_findscu_worklist_gets_no_service(receiver: Receiver) -> None:
@@ -246,3 +248,37 @@ def test_stop_does_not_wait_for_a_connection_that_never_associated(settings) -> 
         assert time.monotonic() - started < 5
     finally:
         probe.close()
+
+
+def test_wrong_called_ae_title_is_rejected(receiver: Receiver) -> None:
+    result = run_dcmtk("echoscu", "-aec", "SOMEONE_ELSE", "127.0.0.1", str(receiver.port))
+    assert result.returncode != 0
+    assert "Called AE Title Not Recognized" in result.stderr
+    assert (
+        run_dcmtk("echoscu", "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.port)).returncode == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("uid", "name"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.5", "NM Image Storage (retired)"),
+        ("1.2.840.10008.5.1.4.1.1.6", "US Image Storage (retired)"),
+        ("1.2.840.10008.5.1.4.1.1.3", "US Multi-frame Image Storage (retired)"),
+    ],
+)
+def test_retired_image_storage_classes_are_stored(
+    receiver: Receiver, settings, uid: str, name: str
+) -> None:
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = uid
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(uid, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="DICOMFLOW")
+    try:
+        assert assoc.is_established, name
+        assert assoc.send_c_store(ds).Status == 0x0000, name
+    finally:
+        assoc.release()
+    (path,) = landed(settings.landing)
+    assert dcmread(path).SOPClassUID == uid

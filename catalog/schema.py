@@ -73,6 +73,12 @@ INSTANCE_COLUMNS = [
     Column("columns", pa.int64(), "Columns", "Columns of the image matrix."),
     Column("number_of_frames", pa.int64(), "NumberOfFrames", "Number of Frames (multi-frame)."),
     Column("slice_thickness", pa.float64(), "SliceThickness", "Slice Thickness in mm."),
+    Column(
+        "has_pixel_data",
+        pa.bool_(),
+        None,
+        "Whether the instance holds an image; false for headers sent without one.",
+    ),
     Column("transfer_syntax_uid", pa.string(), None, "Transfer syntax the file is stored in."),
     Column("archive_path", pa.string(), None, "Absolute path of the archived file."),
     Column("archive_relpath", pa.string(), None, "Path of the archived file in the archive."),

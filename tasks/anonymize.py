@@ -7,6 +7,7 @@ Pixel data is never touched.
 
 from __future__ import annotations
 
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -32,6 +33,22 @@ def patient_key(ds: Dataset) -> str:
     return f"study:{ds.get('StudyInstanceUID', '')}"
 
 
+def rule_vr(elem: DataElement) -> str:
+    """The VR the data dictionary gives the element, else the one it was encoded with.
+
+    Rules by VR must not be dodged by encoding, say, a physician's name as LO.
+    """
+    try:
+        return str(dictionary_VR(elem.tag))
+    except KeyError:
+        return str(elem.VR)
+
+
+def is_unknown_public(elem: DataElement) -> bool:
+    """A public element the data dictionary does not know: nobody can vouch for its content."""
+    return not elem.tag.is_private and not keyword_for_tag(elem.tag)
+
+
 def _remap_uid_value(value: object, keys: Pseudonymizer) -> object:
     if isinstance(value, MultiValue | list):
         return [_remap_uid_value(item, keys) for item in value]
@@ -51,10 +68,10 @@ def _apply(
     elif action is Action.EMPTY:
         elem.value = Sequence() if elem.VR == "SQ" else None
     elif action is Action.UID:
-        if elem.VR == "UI":
-            elem.value = _remap_uid_value(elem.value, keys)
-        else:  # a UID rule on a non-UI element must not leave the value behind
+        if isinstance(elem.value, bytes | bytearray):  # encoded as UN/OB: cannot be remapped
             del dataset[elem.tag]
+        else:
+            elem.value = _remap_uid_value(elem.value, keys)
     elif action is Action.PSEUDONYM:
         elem.value = keys.patient_id(str(elem.value or ""))
     elif action is Action.PATIENT_PSEUDONYM:
@@ -67,7 +84,10 @@ def apply_rules(ds: Dataset, rules: Rules, keys: Pseudonymizer, patient: str) ->
         ds.remove_private_tags()
 
     def visit(dataset: Dataset, elem: DataElement) -> None:
-        _apply(dataset, elem, rules.action_for(elem.tag, elem.VR), keys, patient)
+        if rules.remove_unknown and is_unknown_public(elem):
+            del dataset[elem.tag]
+            return
+        _apply(dataset, elem, rules.action_for(elem.tag, rule_vr(elem)), keys, patient)
 
     ds.walk(visit, recursive=True)
 

@@ -12,6 +12,8 @@ from pydicom.uid import UID
 
 from catalog.schema import TABLES, Column
 
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
 
 def _first(value: Any) -> Any:
     if isinstance(value, MultiValue | list):
@@ -19,18 +21,27 @@ def _first(value: Any) -> Any:
     return value
 
 
+INT64_RANGE = range(-(2**63), 2**63)
+
+
+def text(value: Any) -> str:
+    """`value` as text Parquet can hold: undecodable bytes become U+FFFD."""
+    return str(value).encode("utf-8", "replace").decode("utf-8")
+
+
 def _convert(value: Any, column: Column) -> Any:
-    """A DICOM value as the column's Python type; unusable values become None."""
+    """A DICOM value as the column's Python type; values that do not fit become None."""
     if value is None or value == "":
         return None
     kind = column.type
     try:
         if pa.types.is_string(kind):
             if isinstance(value, MultiValue | list):
-                return "\\".join(str(v) for v in value)
-            return str(value).strip("\x00 ") or None
+                return text("\\".join(str(v) for v in value))
+            return text(value).strip("\x00 ") or None
         if pa.types.is_int64(kind):
-            return int(_first(value))
+            number = int(_first(value))
+            return number if number in INT64_RANGE else None
         if pa.types.is_float64(kind):
             return float(_first(value))
         if pa.types.is_date32(kind):
@@ -60,6 +71,7 @@ def rows_for(ds: Dataset, file_facts: dict[str, Any], lineage: dict[str, Any]) -
     meta = getattr(ds, "file_meta", None)
     rows["instances"].update(
         sop_class_name=sop_class.name if sop_class.keyword else None,
+        has_pixel_data=any(k in ds for k in PIXEL_KEYWORDS),
         transfer_syntax_uid=str(meta.TransferSyntaxUID) if meta is not None else None,
         **file_facts,
     )

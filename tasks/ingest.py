@@ -25,8 +25,8 @@ from typing import Any
 from catalog.store import recorded_instances, write_parts
 from receiver.durable import remove_durably
 from tasks.anonymize import anonymize
-from tasks.archive import archive_relpath, encode, read_archived, write_once
-from tasks.extract import rows_for, utc_now
+from tasks.archive import archive_once, archive_relpath, encode, read_archived
+from tasks.extract import rows_for, text, utc_now
 from tasks.parse import Rejected, read_instance
 from tasks.pseudonyms import Pseudonymizer
 from tasks.quarantine import quarantine
@@ -105,16 +105,16 @@ def archive_one(
     relpath = archive_relpath(ds)
     data = encode(ds)
     try:
-        written = write_once(ctx.archive_dir / relpath, data)
+        written = archive_once(ctx.archive_dir, relpath, data)
     except OSError as exc:
         raise StorageUnavailable.during("archive write", exc) from exc
     described = ds if written.new else read_archived(written.path)
     facts = {
         "archive_path": str(written.path.resolve()),
-        "archive_relpath": relpath.as_posix(),
+        "archive_relpath": written.relpath.as_posix(),
         "file_size": written.size,
         "sha256": written.sha256,
-        "landed_name": path.name,
+        "landed_name": text(path.name),
     }
     rows = rows_for(described, facts, {"run_id": ctx.run_id, "recorded_at": utc_now()})
     return ArchivedInstance(path, str(ds.SOPInstanceUID), rows, written.new)

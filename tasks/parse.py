@@ -9,9 +9,15 @@ from pydicom import dcmread
 from pydicom.dataset import FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import UID
+
+from tasks.pseudonyms import STANDARD_UID_ROOT
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 """Without these an instance has no place in the Patient/Study/Series/Instance hierarchy."""
+
+INSTANCE_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+"""UIDs that name this instance and its series and study: never one the standard defines."""
 
 MIN_ELEMENTS = 4
 """Fewer top-level elements than this is not an instance, whatever pydicom made of it."""
@@ -84,4 +90,20 @@ def read_instance(path: Path) -> FileDataset:
     missing = [kw for kw in REQUIRED_UIDS if not str(ds.get(kw, "") or "").strip("\x00 ")]
     if missing:
         raise Rejected("missing-uid", f"no {', '.join(missing)}")
+    check_identifying_uids(ds)
     return ds
+
+
+def check_identifying_uids(ds: FileDataset) -> None:
+    """The instance, series and study UIDs must be single, valid UIDs (PS3.5 9.1) of VR UI.
+
+    They name archive folders and files, so anything else (a path, an over-long
+    value, a UID under the standard's own root) is refused here.
+    """
+    for keyword in INSTANCE_UIDS:
+        elem = ds[keyword]
+        value = str(elem.value).strip("\x00 ")
+        if elem.VR != "UI" or elem.VM != 1 or not UID(value).is_valid:
+            raise Rejected("invalid-uid", f"{keyword} is not a valid UID")
+        if value.startswith(STANDARD_UID_ROOT):
+            raise Rejected("invalid-uid", f"{keyword} uses the root reserved for the standard")

@@ -33,6 +33,7 @@ class Rules:
 
     name: str
     remove_private: bool
+    remove_unknown: bool
     by_tag: dict[int, Action]
     by_vr: dict[str, Action]
 
@@ -55,7 +56,7 @@ def parse_rules(text: str, origin: str) -> Rules:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{origin}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"name", "remove_private", "by_vr", "by_keyword"}
+    unknown = set(data) - {"name", "remove_private", "remove_unknown", "by_vr", "by_keyword"}
     if unknown:
         raise RulesError(f"{origin}: unknown key(s) {', '.join(sorted(unknown))}")
     by_tag: dict[int, Action] = {}
@@ -67,12 +68,15 @@ def parse_rules(text: str, origin: str) -> Rules:
     by_vr = {
         vr: _action(value, f"{origin}: by_vr.{vr}") for vr, value in data.get("by_vr", {}).items()
     }
-    remove_private = data.get("remove_private", True)
-    if not isinstance(remove_private, bool):
-        raise RulesError(f"{origin}: remove_private must be true or false")
+    switches = {}
+    for key in ("remove_private", "remove_unknown"):
+        switches[key] = data.get(key, True)
+        if not isinstance(switches[key], bool):
+            raise RulesError(f"{origin}: {key} must be true or false")
     return Rules(
         name=str(data.get("name", origin)),
-        remove_private=remove_private,
+        remove_private=switches["remove_private"],
+        remove_unknown=switches["remove_unknown"],
         by_tag=by_tag,
         by_vr=by_vr,
     )

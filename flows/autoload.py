@@ -16,9 +16,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
-from flows.settings import Settings, load_settings
+from flows.settings import Settings, SettingsError, load_settings
 from tasks.autoload import archive_batch, clear_batch, list_landed, record_batch
 from tasks.ingest import IngestContext
+from tasks.rules import RulesError, load_rules
 
 
 @dataclass
@@ -56,6 +57,24 @@ def exclusive(lock_path: Path) -> Iterator[bool]:
         os.close(fd)
 
 
+def preflight(settings: Settings) -> None:
+    """Fail at once, in one line, on settings that would make every batch fail."""
+    try:
+        load_rules(settings.anonymize.rules_file)
+    except RulesError as exc:
+        raise SettingsError(f"anonymize.rules_file: {exc}") from None
+    settings.salt()
+    folders = {
+        "landing": settings.landing,
+        "archive": settings.archive,
+        "quarantine": settings.quarantine,
+        "catalog": settings.catalog,
+    }
+    for name, folder in folders.items():
+        if folder.exists() and not folder.is_dir():
+            raise SettingsError(f"{name} folder {folder} exists and is not a folder")
+
+
 def batches(paths: list[Path], size: int) -> list[list[Path]]:
     """Split `paths` into consecutive batches of at most `size`."""
     return [paths[i : i + size] for i in range(0, len(paths), size)]
@@ -84,6 +103,7 @@ def autoload(config_file: str | None = None) -> AutoloadSummary:
     environment). Only one autoload works on a data root at a time.
     """
     settings = load_settings(config_file)
+    preflight(settings)
     return run_autoload(settings)
 
 

@@ -77,9 +77,10 @@ def _print_summary(summary: object) -> None:
 
 
 def cmd_autoload(settings: Settings, args: argparse.Namespace) -> int:
-    from flows.autoload import autoload
+    from flows.autoload import autoload, preflight
     from flows.logs import configure_logging
 
+    preflight(settings)
     configure_logging(settings.data_dir, args.verbose)
     summary = autoload()
     _print_summary(summary)
@@ -87,9 +88,11 @@ def cmd_autoload(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.autoload import preflight
     from flows.logs import configure_logging
     from flows.serve import serve
 
+    preflight(settings)
     configure_logging(settings.data_dir, args.verbose)
     serve(settings, _receiver_settings(settings, args))
     print("stopped")
@@ -123,10 +126,11 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     import catalog
-    from flows.autoload import autoload
+    from flows.autoload import autoload, preflight
     from flows.demo import send_samples
     from flows.logs import configure_logging
 
+    preflight(settings)
     configure_logging(settings.data_dir, args.verbose)
     print(f"demo data root: {settings.data_dir.resolve()}")
     print("sending the sample files over C-STORE ...")
@@ -194,6 +198,16 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = argparse.ArgumentParser(
@@ -234,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the default comes from the file's suffix",
     )
     sql.add_argument("--out", metavar="FILE", help="write the result to FILE instead")
-    sql.add_argument("--max-rows", type=int, default=50, help="rows shown as a table (50)")
+    sql.add_argument(
+        "--max-rows", type=_positive_int, default=50, help="rows shown as a table (50)"
+    )
     sql.set_defaults(func=cmd_sql)
 
     demo = sub.add_parser(

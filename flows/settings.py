@@ -14,7 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from receiver.settings import ReceiverSettings
@@ -31,7 +38,9 @@ class AutoloadSettings(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    interval_seconds: float = Field(60.0, gt=0, description="Seconds between scheduled runs.")
+    interval_seconds: float = Field(
+        60.0, gt=0, le=7 * 86400, allow_inf_nan=False, description="Seconds between scheduled runs."
+    )
     batch_size: int = Field(200, ge=1, le=100_000, description="Landed files per Prefect task.")
     prefect_port: int = Field(
         4200,
@@ -97,6 +106,29 @@ class Settings(BaseSettings):
         # Init values carry the config file, so the environment must rank above them.
         return (env_settings, init_settings)
 
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_given(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _folders_distinct(self) -> Settings:
+        folders = {
+            "landing": self.landing,
+            "archive": self.archive,
+            "quarantine": self.quarantine,
+            "catalog": self.catalog,
+        }
+        seen: dict[Path, str] = {}
+        for name, folder in folders.items():
+            key = folder.expanduser().absolute()
+            if key in seen:
+                raise ValueError(f"the {name} and {seen[key]} folders must differ ({folder})")
+            seen[key] = name
+        return self
+
     # Folders not set one by one live under the data root.
     @property
     def landing(self) -> Path:
@@ -122,6 +154,13 @@ class Settings(BaseSettings):
                 raise SettingsError("anonymize.salt: must not be empty")
             return value.encode()
         path = self.data_dir / "secrets" / "anonymization.salt"
+        try:
+            return self._read_or_create_salt(path)
+        except OSError as exc:
+            raise SettingsError(f"anonymization key {path}: {exc.strerror or exc}") from None
+
+    @staticmethod
+    def _read_or_create_salt(path: Path) -> bytes:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
@@ -133,7 +172,12 @@ class Settings(BaseSettings):
                     fh.write(secrets.token_hex(32))
                     fh.flush()
                     os.fsync(fh.fileno())
-        return path.read_text().strip().encode()
+        key = path.read_text().strip()
+        if not key:
+            raise SettingsError(
+                f"anonymization key {path} is empty: restore it, or delete it for a new one"
+            )
+        return key.encode()
 
 
 def _describe(error: ValidationError) -> str:

@@ -155,10 +155,11 @@ def handle_requested(event: Event) -> None:
     request = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
     extra = []
     for cx in request.presentation_context_definition_list:
-        if cx.abstract_syntax and is_unknown_sop_class(cx.abstract_syntax):
-            register_storage_class(cx.abstract_syntax)
-            syntaxes = [str(ts) for ts in cx.transfer_syntax]
-            extra.append(build_context(cx.abstract_syntax, syntaxes))
+        uid = cx.abstract_syntax
+        # A malformed UID is left to negotiation, which refuses that context alone.
+        if uid and UID(uid).is_valid and is_unknown_sop_class(uid):
+            register_storage_class(uid)
+            extra.append(build_context(uid, [str(ts) for ts in cx.transfer_syntax]))
     if extra:
         acceptor.supported_contexts = acceptor.supported_contexts + extra
 

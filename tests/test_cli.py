@@ -54,6 +54,24 @@ def test_bad_arguments_give_one_line(tmp_path: Path, args: list[str], expected: 
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DICOMFLOW_ANONYMIZE__RULES_FILE", "/nonexistent/rules.toml", "anonymize.rules_file"),
+        ("DICOMFLOW_ANONYMIZE__SALT", "", "anonymize.salt"),
+        ("DICOMFLOW_CATALOG_DIR", "/etc/hostname", "catalog folder"),
+    ],
+)
+def test_autoload_checks_settings_before_starting(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    result = run("autoload", env=clean_env(tmp_path) | {variable: value})
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_bad_environment_value_gives_one_line(tmp_path: Path) -> None:
     env = clean_env(tmp_path) | {"DICOMFLOW_AUTOLOAD__BATCH_SIZE": "many"}
     result = run("sql", "SELECT 1", env=env)

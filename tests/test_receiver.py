@@ -282,3 +282,24 @@ def test_retired_image_storage_classes_are_stored(
         assoc.release()
     (path,) = landed(settings.landing)
     assert dcmread(path).SOPClassUID == uid
+
+
+def test_malformed_abstract_syntax_does_not_spoil_the_association(receiver: Receiver) -> None:
+    ae = AE(ae_title="PROBE")
+    ae.add_requested_context("1.2.826.0.1.3680043.8.498.77.1", ExplicitVRLittleEndian)
+    ae.add_requested_context(CTImageStorage)
+    import pynetdicom.presentation as presentation
+
+    bad = presentation.PresentationContext()
+    bad.abstract_syntax = "1.2.3-4"  # not a UID; pynetdicom lets it through with a warning
+    bad.add_transfer_syntax(ExplicitVRLittleEndian)
+    ae._requested_contexts.append(bad)  # add_requested_context() would refuse it
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="DICOMFLOW")
+    try:
+        assert assoc.is_established
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        assert {"1.2.826.0.1.3680043.8.498.77.1", CTImageStorage} <= accepted
+    finally:
+        assoc.release()
+    result = run_dcmtk("echoscu", "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.port))
+    assert result.returncode == 0

@@ -60,6 +60,12 @@ def test_config_from_environment_variable(monkeypatch, tmp_path: Path) -> None:
         ("[receiver]\nportt = 1\n", "receiver.portt"),
         ("[autoload]\ninterval_seconds = -5\n", "autoload.interval_seconds"),
         ("[receiver\n", "not valid TOML"),
+        ("[receiver]\nmax_pdu = 1099511627776\n", "receiver.max_pdu"),
+        ("[receiver]\nacse_timeout = inf\n", "receiver.acse_timeout"),
+        ("[autoload]\ninterval_seconds = inf\n", "autoload.interval_seconds"),
+        ('data_dir = ""\n', "data_dir"),
+        ('landing_dir = "/x/in"\nquarantine_dir = "/x/in"\n', "folders must differ"),
+        ('[anonymize]\nsalt = "  "\n', "anonymize.salt"),
     ],
 )
 def test_bad_file_gives_one_line_naming_it(tmp_path: Path, text: str, names: str) -> None:
@@ -81,3 +87,12 @@ def test_salt_is_created_once_and_kept(monkeypatch, tmp_path: Path) -> None:
     assert first == second and len(first) >= 32
     key = tmp_path / "secrets" / "anonymization.salt"
     assert key.stat().st_mode & 0o077 == 0
+
+
+def test_empty_key_file_is_an_error_not_an_empty_key(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DICOMFLOW_DATA_DIR", str(tmp_path))
+    key = tmp_path / "secrets" / "anonymization.salt"
+    key.parent.mkdir()
+    key.write_text("")
+    with pytest.raises(SettingsError, match="is empty"):
+        load_settings().salt()

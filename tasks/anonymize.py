@@ -49,11 +49,11 @@ def is_unknown_public(elem: DataElement) -> bool:
     return not elem.tag.is_private and not keyword_for_tag(elem.tag)
 
 
-def _remap_uid_value(value: object, keys: Pseudonymizer) -> object:
+def _remap_uid_value(value: object, keys: Pseudonymizer, keep_standard: bool) -> object:
     if isinstance(value, MultiValue | list):
-        return [_remap_uid_value(item, keys) for item in value]
+        return [_remap_uid_value(item, keys, keep_standard) for item in value]
     text = str(value or "")
-    if not text.strip("\x00 ") or is_standard_uid(text):
+    if not text.strip("\x00 ") or (keep_standard and is_standard_uid(text)):
         return value
     return keys.uid(text)
 
@@ -67,11 +67,11 @@ def _apply(
         del dataset[elem.tag]
     elif action is Action.EMPTY:
         elem.value = Sequence() if elem.VR == "SQ" else None
-    elif action is Action.UID:
+    elif action in (Action.UID, Action.NEW_UID):
         if isinstance(elem.value, bytes | bytearray):  # encoded as UN/OB: cannot be remapped
             del dataset[elem.tag]
         else:
-            elem.value = _remap_uid_value(elem.value, keys)
+            elem.value = _remap_uid_value(elem.value, keys, action is Action.UID)
     elif action is Action.PSEUDONYM:
         elem.value = keys.patient_id(str(elem.value or ""))
     elif action is Action.PATIENT_PSEUDONYM:

@@ -9,15 +9,12 @@ from pydicom import dcmread
 from pydicom.dataset import FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.utils import get_expected_length
-from pydicom.uid import UID
-
-from tasks.pseudonyms import STANDARD_UID_ROOT
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 """Without these an instance has no place in the Patient/Study/Series/Instance hierarchy."""
 
 INSTANCE_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
-"""UIDs that name this instance and its series and study: never one the standard defines."""
+"""UIDs that name this instance and its series and study, and so its archive path."""
 
 MIN_ELEMENTS = 4
 """Fewer top-level elements than this is not an instance, whatever pydicom made of it."""
@@ -95,15 +92,12 @@ def read_instance(path: Path) -> FileDataset:
 
 
 def check_identifying_uids(ds: FileDataset) -> None:
-    """The instance, series and study UIDs must be single, valid UIDs (PS3.5 9.1) of VR UI.
+    """The instance, series and study UIDs must each be one text value.
 
-    They name archive folders and files, so anything else (a path, an over-long
-    value, a UID under the standard's own root) is refused here.
+    A malformed one (bad characters, too long, even a path) is still usable: the
+    anonymizer replaces it with a new UID, keyed on the value as it came.
     """
     for keyword in INSTANCE_UIDS:
         elem = ds[keyword]
-        value = str(elem.value).strip("\x00 ")
-        if elem.VR != "UI" or elem.VM != 1 or not UID(value).is_valid:
-            raise Rejected("invalid-uid", f"{keyword} is not a valid UID")
-        if value.startswith(STANDARD_UID_ROOT):
-            raise Rejected("invalid-uid", f"{keyword} uses the root reserved for the standard")
+        if elem.VM != 1 or isinstance(elem.value, bytes | bytearray):
+            raise Rejected("invalid-uid", f"{keyword} is not a single text value")

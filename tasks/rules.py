@@ -23,6 +23,7 @@ class Action(StrEnum):
     REMOVE = "remove"
     EMPTY = "empty"
     UID = "uid"
+    NEW_UID = "new-uid"
     PSEUDONYM = "pseudonym"
     PATIENT_PSEUDONYM = "patient-pseudonym"
 

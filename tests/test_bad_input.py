@@ -64,26 +64,33 @@ def everything_written(tmp_path: Path) -> set[Path]:
         "1.2.840.10008.1/../../../../../../escaped",
         "1.2.840.10008.5.1.4.1.1.2",  # a SOP class UID used as an instance UID
         "1.2.3." + "9" * 250,  # longer than any file name may be
-        "1.2.3.4\\1.2.3.5",  # two values
+        "dccc9599087131742838cc1162a630fea87ba9bf61ac09bfda90d4adfa5ddaed",  # not a UID
     ],
 )
-def test_bad_instance_uids_are_quarantined_and_nothing_escapes(
+def test_malformed_instance_uids_get_new_ones_and_nothing_escapes(
     ctx: IngestContext, tmp_path: Path, value: str
 ) -> None:
     ds = ct()
     ds.SOPInstanceUID = value
-    good = land(ctx, ct(), "good.dcm")
-    bad = land(ctx, ds, "bad.dcm")
-    outcome = run_batch(ctx, [bad, good])
-    assert outcome.new == 1  # the good file of the same batch went through
-    assert reasons(ctx) == ["invalid-uid"]
+    outcome = run_batch(ctx, [land(ctx, ds, "odd.dcm"), land(ctx, ct(), "good.dcm")])
+    assert outcome.new == 2 and reasons(ctx) == []
+    archived = {p.stem for p in ctx.archive_dir.rglob("*.dcm")}
+    assert all(uid.startswith("2.25.") for uid in archived)
     assert all(p.is_relative_to(tmp_path / "data") for p in everything_written(tmp_path))
 
 
-def test_uid_encoded_with_another_vr_is_refused(ctx: IngestContext) -> None:
+def test_uid_encoded_with_another_vr_is_replaced_too(ctx: IngestContext, tmp_path: Path) -> None:
     ds = ct()
     del ds.SOPInstanceUID
     ds.add(DataElement(0x00080018, "LO", "../../../escaped"))
+    outcome = run_batch(ctx, [land(ctx, ds)])
+    assert outcome.new == 1
+    assert all(p.is_relative_to(tmp_path / "data") for p in everything_written(tmp_path))
+
+
+def test_two_instance_uids_in_one_element_are_refused(ctx: IngestContext) -> None:
+    ds = ct()
+    ds.SOPInstanceUID = ["1.2.3.4", "1.2.3.5"]
     run_batch(ctx, [land(ctx, ds)])
     assert reasons(ctx) == ["invalid-uid"]
 

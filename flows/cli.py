@@ -13,12 +13,17 @@ import signal
 import sys
 import threading
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flows.serve import ServeError
 from flows.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 from receiver.scp import ReceiverError
 from receiver.settings import ReceiverSettings
+
+if TYPE_CHECKING:
+    from flows.autoload import AutoloadSummary
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -68,10 +73,8 @@ def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(summary: object) -> None:
-    from dataclasses import asdict
-
-    for key, value in asdict(summary).items():  # type: ignore[call-overload]
+def _print_summary(summary: AutoloadSummary) -> None:
+    for key, value in asdict(summary).items():
         if value not in (None, {}):
             print(f"{key:>12}: {value}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,13 @@ def require_dcmtk() -> None:
     missing = [tool for tool in DCMTK_TOOLS if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"dcmtk tools missing ({', '.join(missing)}): run .ci/run to install dcmtk")
+
+
+def send_with_storescu(called_ae: str, port: int, *paths: str) -> int:
+    """C-STORE `paths` to 127.0.0.1:`port` with dcmtk's storescu; its exit status."""
+    require_dcmtk()
+    command = ["storescu", "-aec", called_ae, "127.0.0.1", str(port), *paths]
+    return subprocess.run(command, env=dcmtk_env(), timeout=60).returncode
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from tests.conftest import dcmtk_env, free_port, require_dcmtk, wait_for_port
+from tests.conftest import dcmtk_env, free_port, require_dcmtk, send_with_storescu, wait_for_port
 
 DICOMFLOW = [sys.executable, "-m", "flows.cli"]
 
@@ -125,19 +125,7 @@ def test_receive_answers_echoscu_and_stops_on_sigint(tmp_path: Path) -> None:
             ["echoscu", "-aec", "CLI_TEST", "127.0.0.1", str(port)], env=dcmtk_env(), timeout=30
         )
         assert echo.returncode == 0
-        store = subprocess.run(
-            [
-                "storescu",
-                "-aec",
-                "CLI_TEST",
-                "127.0.0.1",
-                str(port),
-                get_testdata_file("CT_small.dcm"),
-            ],
-            env=dcmtk_env(),
-            timeout=30,
-        )
-        assert store.returncode == 0
+        assert send_with_storescu("CLI_TEST", port, get_testdata_file("CT_small.dcm")) == 0
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
     finally:
@@ -171,19 +159,7 @@ def test_serve_receives_autoloads_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     )
     try:
         wait_for_port(port, timeout=60)
-        store = subprocess.run(
-            [
-                "storescu",
-                "-aec",
-                "DICOMFLOW",
-                "127.0.0.1",
-                str(port),
-                get_testdata_file("CT_small.dcm"),
-            ],
-            env=dcmtk_env(),
-            timeout=30,
-        )
-        assert store.returncode == 0
+        assert send_with_storescu("DICOMFLOW", port, get_testdata_file("CT_small.dcm")) == 0
         archive = tmp_path / "data" / "archive"
         deadline = time.monotonic() + 120
         while not list(archive.rglob("*.dcm")) and time.monotonic() < deadline:

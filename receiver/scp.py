@@ -229,6 +229,21 @@ def handle_accepted(event: Event) -> None:
         LOGGER.warning("refused from %s: %s", calling_ae, "; ".join(refused))
 
 
+def handle_connection_closed(event: Event) -> None:
+    """Free the slot of a peer that hung up before asking for an association.
+
+    pynetdicom's acceptor waits for the A-ASSOCIATE-RQ until the ACSE timeout even
+    after the connection is gone, so port checks and aborted connects would hold
+    association slots for that long. An empty item wakes it as a timeout would.
+    """
+    assoc = event.assoc
+    never_associated = not (
+        assoc.is_established or assoc.is_released or assoc.is_aborted or assoc.is_rejected
+    )
+    if assoc.is_acceptor and never_associated:
+        assoc.dul.to_user_queue.put(None)
+
+
 def handle_association(event: Event) -> None:
     """One audit line per association event (accepted, released, aborted, rejected)."""
     calling_ae, peer = _peer(event)
@@ -292,6 +307,7 @@ def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
         (evt.EVT_RELEASED, handle_association),
         (evt.EVT_ABORTED, handle_association),
         (evt.EVT_REJECTED, handle_association),
+        (evt.EVT_CONN_CLOSE, handle_connection_closed),
     ]
     if settings.accept_unknown_sop_classes:
         handlers.append((evt.EVT_REQUESTED, handle_requested))

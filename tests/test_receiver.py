@@ -303,3 +303,15 @@ def test_malformed_abstract_syntax_does_not_spoil_the_association(receiver: Rece
         assoc.release()
     result = run_dcmtk("echoscu", "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.port))
     assert result.returncode == 0
+
+
+def test_connections_that_hang_up_early_do_not_hold_slots(receiver: Receiver) -> None:
+    """Port checks and dropped connects must not lock senders out (4 slots here)."""
+    import socket
+    import time
+
+    for _ in range(12):
+        socket.create_connection(("127.0.0.1", receiver.port), timeout=5).close()
+    time.sleep(0.5)
+    result = run_dcmtk("echoscu", "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.port))
+    assert result.returncode == 0, result.stderr

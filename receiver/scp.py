@@ -134,13 +134,25 @@ def is_unknown_sop_class(uid: str) -> bool:
 
 _REGISTRY_LOCK = threading.Lock()
 
+MAX_UNKNOWN_CLASSES = 1000
+"""Unknown SOP classes registered per process; a peer cannot grow the registry past it."""
 
-def register_storage_class(uid: str) -> None:
-    """Make pynetdicom dispatch C-STOREs of `uid` to its Storage service class."""
+_REGISTRY_LIMIT = len(_STORAGE_CLASSES) + len(DICTIONARY_ONLY_STORAGE_CLASSES) + MAX_UNKNOWN_CLASSES
+
+
+def register_storage_class(uid: str) -> bool:
+    """Make pynetdicom dispatch C-STOREs of `uid` to its Storage service class.
+
+    Returns False, registering nothing, once `MAX_UNKNOWN_CLASSES` are registered.
+    """
     with _REGISTRY_LOCK:
-        if uid not in _STORAGE_CLASSES.values():
-            keyword = UID(uid).keyword or "UnknownStorage_" + uid.replace(".", "_")
-            register_uid(uid, keyword, StorageServiceClass)
+        if uid in _STORAGE_CLASSES.values():
+            return True
+        if len(_STORAGE_CLASSES) >= _REGISTRY_LIMIT:
+            return False
+        keyword = UID(uid).keyword or "UnknownStorage_" + uid.replace(".", "_")
+        register_uid(uid, keyword, StorageServiceClass)
+        return True
 
 
 def handle_requested(event: Event) -> None:
@@ -157,16 +169,20 @@ def handle_requested(event: Event) -> None:
     for cx in request.presentation_context_definition_list:
         uid = cx.abstract_syntax
         # A malformed UID is left to negotiation, which refuses that context alone.
-        if uid and UID(uid).is_valid and is_unknown_sop_class(uid):
-            register_storage_class(uid)
+        if uid and UID(uid).is_valid and is_unknown_sop_class(uid) and register_storage_class(uid):
             extra.append(build_context(uid, [str(ts) for ts in cx.transfer_syntax]))
     if extra:
         acceptor.supported_contexts = acceptor.supported_contexts + extra
 
 
+def printable(text: str) -> str:
+    """A peer-supplied string safe for a log line: control characters shown as '?'."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _peer(event: Event) -> tuple[str, str]:
     requestor = event.assoc.requestor
-    return requestor.ae_title, f"{requestor.address}:{requestor.port}"
+    return printable(requestor.ae_title), f"{requestor.address}:{requestor.port}"
 
 
 def _receipt(event: Event, status: int, nbytes: int, path: Path | None, ms: float) -> str:

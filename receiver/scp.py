@@ -7,6 +7,7 @@ dependencies in `make_server`, and nothing is configured at import time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -20,6 +21,7 @@ from typing import Any, cast
 from pydicom._uid_dict import UID_dictionary  # the data dictionary of UIDs
 from pydicom.uid import UID, AllTransferSyntaxes, MediaStorageDirectoryStorage
 from pynetdicom import AE, VerificationPresentationContexts, _config, evt
+from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
@@ -38,6 +40,10 @@ RECEIPTS = logging.getLogger("dicomflow.receipts")
 
 OUT_OF_RESOURCES = 0xA700
 """Storage status "Refused: Out of Resources" (PS3.4 Table B.2-1): the landing write failed."""
+
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+"""Status "Refused: SOP Class Not Supported" (PS3.7 C.4.2): the command names a SOP class
+other than the one its presentation context was negotiated for."""
 
 CANNOT_UNDERSTAND = 0xC000
 """Storage status "Error: Cannot Understand" (PS3.4 Table B.2-1): the request itself failed."""
@@ -150,7 +156,8 @@ def register_storage_class(uid: str) -> bool:
             return True
         if len(_STORAGE_CLASSES) >= _REGISTRY_LIMIT:
             return False
-        keyword = UID(uid).keyword or "UnknownStorage_" + uid.replace(".", "_")
+        digest = hashlib.sha256(uid.encode()).hexdigest()[:16]
+        keyword = UID(uid).keyword or f"UnknownStorage_{digest}"
         register_uid(uid, keyword, StorageServiceClass)
         return True
 
@@ -178,6 +185,20 @@ def handle_requested(event: Event) -> None:
 def printable(text: str) -> str:
     """A peer-supplied string safe for a log line: control characters shown as '?'."""
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def handle_dimse_received(event: Event) -> None:
+    """Let every C-STORE reach `handle_store`, whatever SOP class its command names.
+
+    pynetdicom picks the service by the command's Affected SOP Class UID; one it has
+    no service for aborts the whole association, and the rest of the sender's files
+    with it. Registered as storage, the request gets a status from us instead.
+    """
+    message = event.message
+    if isinstance(message, C_STORE_RQ) and message.command_set is not None:
+        uid = str(message.command_set.get("AffectedSOPClassUID", ""))
+        if uid and uid_to_service_class(uid) is ServiceClass:
+            register_storage_class(uid)
 
 
 def _peer(event: Event) -> tuple[str, str]:
@@ -218,9 +239,14 @@ def handle_store(event: Event, landing: LandingZone, counter: ReceiptCounter) ->
     data = b""
     path: Path | None = None
     status: int = Status.SUCCESS
+    request = cast(C_STORE, event.request)
     try:
-        data = event.encoded_dataset()
-        path = landing.store(data)
+        if request.AffectedSOPClassUID != event.context.abstract_syntax:
+            status = SOP_CLASS_NOT_SUPPORTED
+            LOGGER.error("C-STORE refused: its SOP class is not the one negotiated")
+        else:
+            data = event.encoded_dataset()
+            path = landing.store(data)
     except OSError as exc:
         status = OUT_OF_RESOURCES
         LOGGER.error("C-STORE refused, landing write failed: %s", exc.strerror or exc)
@@ -228,7 +254,7 @@ def handle_store(event: Event, landing: LandingZone, counter: ReceiptCounter) ->
         status = CANNOT_UNDERSTAND
         LOGGER.error("C-STORE refused: %s: %s", type(exc).__name__, exc)
     counter.add(status == Status.SUCCESS)
-    sop_class = str(cast(C_STORE, event.request).AffectedSOPClassUID)
+    sop_class = str(request.AffectedSOPClassUID)
     if status == Status.SUCCESS and sop_class not in STORAGE_SOP_CLASSES:
         LOGGER.warning("stored an instance of unknown SOP class %s", sop_class)
     ms = (time.perf_counter() - started) * 1000
@@ -324,6 +350,7 @@ def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
         (evt.EVT_ABORTED, handle_association),
         (evt.EVT_REJECTED, handle_association),
         (evt.EVT_CONN_CLOSE, handle_connection_closed),
+        (evt.EVT_DIMSE_RECV, handle_dimse_received),
     ]
     if settings.accept_unknown_sop_classes:
         handlers.append((evt.EVT_REQUESTED, handle_requested))

@@ -16,7 +16,7 @@ from flows.settings import Settings
 from receiver.scp import Receiver, start_receiver
 from receiver.settings import ReceiverSettings
 
-DCMTK_TOOLS = ("echoscu", "storescu", "findscu")
+DCMTK_TOOLS = ("echoscu", "storescu", "findscu", "dcmsend")
 
 # The Prefect servers tests start are offline: no usage reports.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -315,3 +315,31 @@ def test_connections_that_hang_up_early_do_not_hold_slots(receiver: Receiver) ->
     time.sleep(0.5)
     result = run_dcmtk("echoscu", "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.port))
     assert result.returncode == 0, result.stderr
+
+
+def test_a_malformed_c_store_is_refused_alone(receiver: Receiver, settings, caplog) -> None:
+    """dcmsend misreads this sample and sends a command naming SOP class '31'.
+
+    That request gets a failure status; the association, and the file after it, go on.
+    """
+    caplog.set_level(logging.INFO, logger="dicomflow.receipts")
+    broken = get_testdata_file("rtdose_rle_1frame.dcm")
+    result = run_dcmtk(
+        "dcmsend",
+        "-nh",
+        "-aec",
+        "DICOMFLOW",
+        "127.0.0.1",
+        str(receiver.port),
+        broken,
+        get_testdata_file("CT_small.dcm"),
+    )
+    assert result.returncode == 0, result.stderr
+    (path,) = landed(settings.landing)
+    assert dcmread(path).SOPClassUID == CTImageStorage
+    statuses = [
+        json.loads(r.getMessage())["status"]
+        for r in caplog.records
+        if r.name == "dicomflow.receipts"
+    ]
+    assert statuses == ["0x0122", "0x0000"]

@@ -12,7 +12,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections import Counter
+from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -156,10 +156,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         "(SELECT count(*) FROM instances) AS instances"
     ).show()
     if refused:
-        print("files not stored by the receiver:")
-        reasons = Counter((r.error or f"status 0x{r.status:04X}") for r in refused)
-        for reason, count in reasons.most_common():
-            print(f"  {count:4d}  {reason}")
+        print("sample files not stored by the receiver (broken on purpose, mostly):")
+        by_reason: dict[str, list[str]] = defaultdict(list)
+        for result in refused:
+            by_reason[result.error or f"status 0x{result.status:04X}"].append(result.path.name)
+        for reason, names in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            print(f"  {len(names):4d}  {reason}\n        {shown}")
     _print_quarantine(settings.quarantine)
     command = sys.argv[0] if sys.argv[0].endswith("dicomflow") else "dicomflow"
     query = shlex.quote("SELECT * FROM studies")

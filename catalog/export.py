@@ -1,13 +1,15 @@
 """Query results out of DuckDB: a table on screen, or CSV, JSON Lines or Parquet.
 
-CSV and Parquet are written by DuckDB itself, to a file or to standard output
+CSV and Parquet are written by DuckDB itself, for a file and for standard output
 alike, so the two never disagree on how a value looks.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TextIO
 
@@ -61,10 +63,22 @@ def export(
             return write_json_lines(relation, sys.stdout)
         with out.open("w", encoding="utf-8") as fh:
             return write_json_lines(relation, fh)
-    target = str(out) if out is not None else "/dev/stdout"
-    sys.stdout.flush()
-    if fmt == "csv":
-        relation.write_csv(target, header=True)
-    else:
-        relation.write_parquet(target)
+    if out is not None:
+        _write_with_duckdb(relation, fmt, out)
+        return len(relation)
+    # DuckDB would open /dev/stdout afresh and truncate a file the shell appends to.
+    with tempfile.TemporaryDirectory() as scratch:
+        result = Path(scratch) / f"result.{fmt}"
+        _write_with_duckdb(relation, fmt, result)
+        sys.stdout.flush()
+        with result.open("rb") as fh:
+            shutil.copyfileobj(fh, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
     return len(relation)
+
+
+def _write_with_duckdb(relation: duckdb.DuckDBPyRelation, fmt: str, path: Path) -> None:
+    if fmt == "csv":
+        relation.write_csv(str(path), header=True)
+    else:
+        relation.write_parquet(str(path))

@@ -97,6 +97,11 @@ def test_sql_on_empty_catalog_and_formats(tmp_path: Path) -> None:
         "d": "2024-01-31",
         "n": 9802,
     }
+    appended = tmp_path / "appended.csv"
+    appended.write_text("kept\n")
+    with appended.open("a") as fh:  # what `dicomflow sql ... --format csv >> file` does
+        subprocess.run([*DICOMFLOW, "sql", "SELECT 1 AS a", "--format", "csv"], env=env, stdout=fh)
+    assert appended.read_text().splitlines() == ["kept", "a", "1"]
     missing = run("sql", "SELECT 1", "--out", str(tmp_path / "no" / "x.csv"), env=env)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from catalog.store import recorded_instances, write_parts
 from receiver.durable import remove_durably
+from tasks import phi_gate
 from tasks.anonymize import anonymize
 from tasks.archive import archive_once, archive_relpath, encode, read_archived
 from tasks.extract import rows_for, text, utc_now
@@ -101,7 +102,12 @@ def archive_one(
 ) -> ArchivedInstance:
     """Parse, anonymize and archive one landed file; raises `Rejected` for unusable input."""
     ds = read_instance(path)
+    whole, parts = phi_gate.originals(ds)
     anonymize(ds, rules, keys)
+    try:
+        phi_gate.check(ds, whole, parts)
+    except phi_gate.PhiFound as found:
+        raise Rejected("phi-gate", str(found)) from None
     relpath = archive_relpath(ds)
     data = encode(ds)
     try:

@@ -14,6 +14,7 @@ from pydicom.sequence import Sequence
 
 from catalog.store import part_files, recorded_instances
 from tasks.ingest import IngestContext, archive_files, clear_landing, record_instances
+from tasks.pseudonyms import Pseudonymizer
 
 
 @pytest.fixture
@@ -168,3 +169,23 @@ def test_identifying_values_hidden_in_odd_places_do_not_survive(ctx: IngestConte
     for secret in (b"DOE^JOHN", b"DOE^JANE", b"PID12345", b"1.2.3.4.5.6.7.8.9"):
         assert secret not in raw, secret
     assert original_study.encode() not in raw
+
+
+def test_phi_gate_quarantines_a_name_left_in_free_text(ctx: IngestContext) -> None:
+    ds = ct()
+    ds.PatientName = "Holmes^Sherlock"
+    ds.StudyDescription = "CT chest for Sherlock Holmes"  # kept by the rules, caught by the gate
+    run_batch(ctx, [land(ctx, ds)])
+    assert reasons(ctx) == ["phi-gate"]
+    (record,) = [json.loads(p.read_text()) for p in ctx.quarantine_dir.glob("*.reason.json")]
+    assert "StudyDescription" in record["detail"] and "Sherlock" not in record["detail"]
+    assert not list(ctx.archive_dir.rglob("*.dcm"))
+
+
+def test_phi_gate_ignores_chance_digits_in_new_uids(ctx: IngestContext) -> None:
+    ds = ct()
+    new_sop = Pseudonymizer(ctx.salt).uid(ds.SOPInstanceUID)
+    ds.PatientID = new_sop[-8:]  # a numeric ID that the new SOP Instance UID contains
+    ds.StudyDescription = "CT chest"
+    outcome = run_batch(ctx, [land(ctx, ds)])
+    assert outcome.new == 1 and reasons(ctx) == []

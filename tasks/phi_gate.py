@@ -1,0 +1,84 @@
+"""A last check after anonymization: no original identifying value may remain.
+
+The rules decide what to change; this gate does not trust them. It collects the
+instance's identifying values before anonymization and looks for them in every text
+element of the result, at any depth. A hit sends the instance to quarantine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from pydicom.dataset import Dataset
+
+IDENTIFYING_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "AccessionNumber",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "MedicalRecordLocator",
+)
+"""Values that identify the patient wherever they turn up (PS3.15 E.1-1: D, Z or X)."""
+
+TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+"""Where people write text. Not UIDs (ours by now), numbers, dates or code strings,
+whose digits and defined terms would match IDs and name parts by chance."""
+
+MIN_TOKEN = 3
+"""Name parts shorter than this (initials, 'MR') are too common to be evidence."""
+
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+class PhiFound(Exception):
+    """An original identifying value is still in the anonymized dataset."""
+
+    def __init__(self, keyword: str) -> None:
+        super().__init__(f"{keyword or 'an element'} still holds an original identifying value")
+        self.keyword = keyword
+
+
+def _values(ds: Dataset, keyword: str) -> Iterator[str]:
+    for elem in ds.iterall():
+        if elem.keyword == keyword and elem.value not in (None, ""):
+            values = elem.value if elem.VM > 1 else [elem.value]
+            yield from (str(v).strip() for v in values)
+
+
+def originals(ds: Dataset) -> tuple[frozenset[str], frozenset[str]]:
+    """Whole identifying values, and the name parts among them, as they arrived."""
+    whole: set[str] = set()
+    parts: set[str] = set()
+    for keyword in IDENTIFYING_KEYWORDS:
+        for value in _values(ds, keyword):
+            if len(value) >= MIN_TOKEN:
+                whole.add(value.upper())
+            if "Name" in keyword:
+                parts.update(t.upper() for t in _TOKEN.findall(value) if len(t) >= MIN_TOKEN)
+    return frozenset(whole), frozenset(parts)
+
+
+def check(ds: Dataset, whole: frozenset[str], parts: frozenset[str]) -> None:
+    """Raise `PhiFound` if a text element of `ds` (or its file meta) holds an original value.
+
+    Whole values match anywhere inside a text; name parts match whole words only, so
+    a surname does not flag every word it happens to be part of.
+    """
+    if not whole and not parts:
+        return
+    elements = list(ds.iterall())
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        elements.extend(meta)
+    for elem in elements:
+        if elem.VR not in TEXT_VRS or elem.value in (None, ""):
+            continue
+        text = str(elem.value).upper()
+        if any(value in text for value in whole) or parts.intersection(_TOKEN.findall(text)):
+            raise PhiFound(elem.keyword)

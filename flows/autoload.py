@@ -64,13 +64,7 @@ def preflight(settings: Settings) -> None:
     except RulesError as exc:
         raise SettingsError(f"anonymize.rules_file: {exc}") from None
     settings.salt()
-    folders = {
-        "landing": settings.landing,
-        "archive": settings.archive,
-        "quarantine": settings.quarantine,
-        "catalog": settings.catalog,
-    }
-    for name, folder in folders.items():
+    for name, folder in settings.folders().items():
         if folder.exists() and not folder.is_dir():
             raise SettingsError(f"{name} folder {folder} exists and is not a folder")
 

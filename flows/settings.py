@@ -115,19 +115,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _folders_distinct(self) -> Settings:
-        folders = {
-            "landing": self.landing,
-            "archive": self.archive,
-            "quarantine": self.quarantine,
-            "catalog": self.catalog,
-        }
         seen: dict[Path, str] = {}
-        for name, folder in folders.items():
+        for name, folder in self.folders().items():
             key = folder.expanduser().absolute()
             if key in seen:
                 raise ValueError(f"the {name} and {seen[key]} folders must differ ({folder})")
             seen[key] = name
         return self
+
+    def folders(self) -> dict[str, Path]:
+        """The four working folders by name."""
+        return {
+            "landing": self.landing,
+            "archive": self.archive,
+            "quarantine": self.quarantine,
+            "catalog": self.catalog,
+        }
 
     # Folders not set one by one live under the data root.
     @property

@@ -20,11 +20,11 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,63}")
 def archive_relpath(ds: Dataset) -> Path:
     """``<patient>/<study>/<series>/<sop-instance>.dcm`` from anonymized identifiers.
 
-    Each part must look like a UID or a pseudonym, so no value can climb out of
-    the archive or name something else; the parse step already refused bad UIDs.
+    Each part must look like a UID or a pseudonym, so no value can climb out of the
+    archive or name something else, even if a rule failed to replace it.
     """
-    parts = [str(ds.get(k, "")) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")]
-    parts.append(str(ds.get("SOPInstanceUID", "")))
+    keywords = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+    parts = [str(ds.get(keyword, "")) for keyword in keywords]
     for part in parts:
         if not SAFE_NAME.fullmatch(part) or ".." in part:
             raise ValueError(f"identifier {part[:80]!r} cannot name an archive folder or file")

@@ -79,6 +79,25 @@ INSTANCE_COLUMNS = [
         None,
         "Whether the instance holds an image; false for headers sent without one.",
     ),
+    Column(
+        "burned_in_annotation",
+        pa.string(),
+        "BurnedInAnnotation",
+        "Burned In Annotation as sent: YES, NO or empty.",
+    ),
+    Column(
+        "burned_in_suspect",
+        pa.bool_(),
+        None,
+        "Pixels may show identifying text: declared YES, or a capture-like kind"
+        " (US, SC, XA, RF, ...) that does not declare NO. Review before sharing.",
+    ),
+    Column(
+        "deidentification_method",
+        pa.string(),
+        "DeidentificationMethod",
+        "Profile, options and site rules applied (De-identification Method).",
+    ),
     Column("transfer_syntax_uid", pa.string(), None, "Transfer syntax the file is stored in."),
     Column("archive_path", pa.string(), None, "Absolute path of the archived file."),
     Column("archive_relpath", pa.string(), None, "Path of the archived file in the archive."),

@@ -88,7 +88,8 @@ def setting_rows(model: type[BaseModel], section: str) -> list[str]:
             continue  # a section, listed on its own
         key = f"{section}.{name}" if section else name
         env = "DICOMFLOW_" + (f"{section}__" if section else "").upper() + name.upper()
-        default = "" if field.default is None else field.default
+        value = field.get_default(call_default_factory=True)
+        default = "" if value is None else value
         rows.append(f"| `{key}` | `{env}` | {default} | {field.description} |")
     return rows
 

@@ -19,7 +19,9 @@ from prefect.runtime import flow_run
 from flows.settings import Settings, SettingsError, load_settings
 from tasks.autoload import archive_batch, clear_batch, list_landed, record_batch
 from tasks.ingest import IngestContext
-from tasks.rules import RulesError, load_rules
+from tasks.policy import build_policy
+from tasks.profile import ProfileError
+from tasks.rules import RulesError
 
 
 @dataclass
@@ -60,9 +62,9 @@ def exclusive(lock_path: Path) -> Iterator[bool]:
 def preflight(settings: Settings) -> None:
     """Fail at once, in one line, on settings that would make every batch fail."""
     try:
-        load_rules(settings.anonymize.rules_file)
-    except RulesError as exc:
-        raise SettingsError(f"anonymize.rules_file: {exc}") from None
+        build_policy(settings.anonymize.options, settings.anonymize.site_rules)
+    except (RulesError, ProfileError) as exc:
+        raise SettingsError(f"anonymize: {exc}") from None
     settings.salt()
     for name, folder in settings.folders().items():
         if folder.exists() and not folder.is_dir():
@@ -80,7 +82,10 @@ def ingest_context(settings: Settings, run_id: str) -> IngestContext:
         quarantine_dir=settings.quarantine,
         catalog_dir=settings.catalog,
         salt=settings.salt(),
-        rules_file=settings.anonymize.rules_file,
+        options=tuple(settings.anonymize.options),
+        site_rules=settings.anonymize.site_rules,
+        burned_in=settings.anonymize.burned_in,
+        mapping_dir=settings.mapping_dir if settings.anonymize.mapping_table else None,
         run_id=run_id,
     )
 

@@ -12,7 +12,7 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from receiver.settings import ReceiverSettings
+from tasks.profile import ProfileOption, check_options
 
 CONFIG_ENV = "DICOMFLOW_CONFIG"
 
@@ -70,9 +71,38 @@ class AnonymizeSettings(BaseModel):
             raise ValueError("must not be empty (leave it unset to have one generated)")
         return value
 
-    rules_file: Path | None = Field(
-        None, description="TOML rules replacing the built-in ones (tasks/rulesets/basic.toml)."
+    options: list[ProfileOption] = Field(
+        default_factory=list,
+        description=(
+            "PS3.15 Table E.1-1 options on top of the Basic Profile, e.g. "
+            '["retain-patient-characteristics", "retain-long-modified-dates"]. '
+            "See docs/anonymization.md."
+        ),
     )
+    site_rules: Path | None = Field(
+        None,
+        description="TOML site rules applied on top of the profile (docs/anonymization.md).",
+    )
+    burned_in: Literal["quarantine", "flag"] = Field(
+        "quarantine",
+        description=(
+            "Instances declaring BurnedInAnnotation YES: quarantine them, or archive them "
+            "flagged (catalog column burned_in_suspect)."
+        ),
+    )
+    mapping_table: bool = Field(
+        False,
+        description=(
+            "Write original -> pseudonym rows (patient and study) to "
+            "<data_dir>/secrets/mapping/, readable by the owner only, never in the catalog."
+        ),
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _options_compatible(cls, value: list[str]) -> list[str]:
+        check_options(value)
+        return sorted(set(value))
 
 
 class Settings(BaseSettings):
@@ -148,6 +178,11 @@ class Settings(BaseSettings):
     @property
     def catalog(self) -> Path:
         return self.catalog_dir or self.data_dir / "catalog"
+
+    @property
+    def mapping_dir(self) -> Path:
+        """Where the optional original -> pseudonym table goes: beside the salt, not the catalog."""
+        return self.data_dir / "secrets" / "mapping"
 
     def salt(self) -> bytes:
         """The anonymization key: configured, or created once under the data root."""

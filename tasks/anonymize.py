@@ -1,21 +1,33 @@
-"""Apply anonymization rules to a dataset in memory; no I/O here.
+"""Apply the anonymization policy to a dataset in memory; no I/O here.
 
 Every element at every depth, and the file meta information, gets the action its
-rule names (`tasks.rules`); private elements go first when the rules say so.
-Pixel data is never touched.
+rule names (`tasks.policy`). Private elements follow the private rules; a private
+creator goes when nothing of its block is left. Pixel data is never touched.
 """
 
 from __future__ import annotations
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from dataclasses import dataclass
+
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from tasks import phi_gate
+from tasks.policy import Policy
 from tasks.pseudonyms import Pseudonymizer, is_standard_uid
-from tasks.rules import Action, Rules
+from tasks.replacements import clean_text, dummy, max_length, shift_date
+from tasks.rules import Action, PrivateKey, Rule
+
+PATIENT_ID = BaseTag(0x00100020)
+PATIENT_NAME = BaseTag(0x00100010)
+TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UT", "UR"})
+DATE_VRS = frozenset({"DA", "DT"})
 
 
 def patient_key(ds: Dataset) -> str:
@@ -39,80 +51,201 @@ def rule_vr(elem: DataElement) -> str:
     Rules by VR must not be dodged by encoding, say, a physician's name as LO.
     """
     try:
-        return str(dictionary_VR(elem.tag))
+        vr = str(dictionary_VR(elem.tag))
     except KeyError:
         return str(elem.VR)
+    return str(elem.VR) if " or " in vr else vr
 
 
-def is_unknown_public(elem: DataElement) -> bool:
-    """A public element the data dictionary does not know: nobody can vouch for its content."""
-    return not elem.tag.is_private and not keyword_for_tag(elem.tag)
+def _values(value: object) -> list[object]:
+    if isinstance(value, MultiValue | list | tuple):
+        return list(value)
+    return [] if value in (None, "") else [value]
 
 
-def _remap_uid_value(value: object, keys: Pseudonymizer, keep_standard: bool) -> object:
-    if isinstance(value, MultiValue | list):
-        return [_remap_uid_value(item, keys, keep_standard) for item in value]
-    text = str(value or "")
-    if not text.strip("\x00 ") or (keep_standard and is_standard_uid(text)):
-        return value
-    return keys.uid(text)
+def _private_creators(ds: Dataset) -> dict[tuple[int, int], str]:
+    """(group, block) -> creator name, for the private blocks reserved in `ds`."""
+    creators: dict[tuple[int, int], str] = {}
+    for elem in ds:
+        tag = elem.tag
+        if tag.is_private and 0x10 <= tag.element <= 0xFF and isinstance(elem.value, str):
+            creators[(tag.group, tag.element)] = elem.value.strip()
+    return creators
 
 
-def _apply(
-    dataset: Dataset, elem: DataElement, action: Action, keys: Pseudonymizer, patient: str
-) -> None:
-    if action is Action.KEEP:
-        return
-    if action is Action.REMOVE:
-        del dataset[elem.tag]
-    elif action is Action.EMPTY:
-        elem.value = Sequence() if elem.VR == "SQ" else None
-    elif action in (Action.UID, Action.NEW_UID):
-        if isinstance(elem.value, bytes | bytearray):  # encoded as UN/OB: cannot be remapped
-            del dataset[elem.tag]
-        else:
-            elem.value = _remap_uid_value(elem.value, keys, action is Action.UID)
-    elif action is Action.PSEUDONYM:
-        elem.value = keys.patient_id(str(elem.value or ""))
-    elif action is Action.PATIENT_PSEUDONYM:
-        elem.value = patient
+@dataclass(frozen=True)
+class _Walker:
+    """One instance's anonymization: the policy, keys and what this patient needs."""
 
+    policy: Policy
+    keys: Pseudonymizer
+    patient: str
+    shift_days: int
+    whole: frozenset[str]
+    parts: frozenset[str]
 
-def apply_rules(ds: Dataset, rules: Rules, keys: Pseudonymizer, patient: str) -> None:
-    """Walk `ds` recursively (sequences at any depth) and apply each element's rule."""
-    if rules.remove_private:
-        ds.remove_private_tags()
+    def dataset(self, ds: Dataset, inside: Action | None) -> None:
+        creators = _private_creators(ds)
+        for elem in list(ds):
+            tag = elem.tag
+            if tag.is_private:
+                if not tag.is_private_creator:
+                    creator = creators.get((tag.group, tag.element >> 8))
+                    key: PrivateKey | None = (
+                        (creator, tag.group, tag.element & 0xFF) if creator else None
+                    )
+                    self.apply(ds, elem, self.policy.private_rule(key), str(elem.VR), inside)
+                continue
+            vr = rule_vr(elem)
+            rule = self.policy.public_rule(tag) or self.policy.fallback(tag, vr, inside)
+            self.apply(ds, elem, rule, vr, inside)
+        self._drop_unused_creators(ds)
 
-    def visit(dataset: Dataset, elem: DataElement) -> None:
-        if rules.remove_unknown and is_unknown_public(elem):
-            del dataset[elem.tag]
+    @staticmethod
+    def _drop_unused_creators(ds: Dataset) -> None:
+        tags = [elem.tag for elem in ds]
+        used = {(t.group, t.element >> 8) for t in tags if t.is_private and t.element > 0xFF}
+        for tag in tags:
+            if tag.is_private_creator and (tag.group, tag.element) not in used:
+                del ds[tag]
+
+    def apply(
+        self, ds: Dataset, elem: DataElement, rule: Rule, vr: str, inside: Action | None
+    ) -> None:
+        action = rule.action
+        if elem.tag in (PATIENT_ID, PATIENT_NAME):
+            action = Action.PATIENT
+        if vr == "SQ" or elem.VR == "SQ":
+            self._sequence(ds, elem, action, inside)
             return
-        _apply(dataset, elem, rules.action_for(elem.tag, rule_vr(elem)), keys, patient)
+        if isinstance(elem.value, bytes | bytearray) and action not in (
+            Action.KEEP,
+            Action.REMOVE,
+            Action.EMPTY,
+        ):
+            action = Action.REMOVE  # encoded as UN/OB: nothing we can rewrite safely
+        if action is Action.KEEP:
+            return
+        if action is Action.REMOVE:
+            del ds[elem.tag]
+        elif action is Action.EMPTY:
+            elem.value = None
+        elif action is Action.REPLACE:
+            elem.value = rule.value
+        elif action is Action.PATIENT:
+            self._patient(elem)
+        elif action is Action.UID:
+            # Named by a rule: names an object, so always remapped, whatever its root.
+            self._uid(elem, vr, keep_standard=rule.origin.startswith("dicomflow:"))
+        elif vr == "UI":
+            self._uid(elem, vr, keep_standard=False)
+        elif action is Action.DUMMY:
+            elem.value = dummy(vr)
+        elif action is Action.CLEAN:
+            self._clean(ds, elem, vr)
+        elif action is Action.HASH:
+            n = max_length(vr)
+            elem.value = [self.keys.text(str(v), n) for v in _values(elem.value)] or None
+        elif action is Action.SHIFT_DATE:
+            self._shift(elem, vr)
 
-    ds.walk(visit, recursive=True)
+    def _sequence(
+        self, ds: Dataset, elem: DataElement, action: Action, inside: Action | None
+    ) -> None:
+        """X removes, Z empties; D and C keep the items and treat their free text alike."""
+        if action is Action.REMOVE:
+            del ds[elem.tag]
+            return
+        if action is Action.EMPTY or not isinstance(elem.value, Sequence):
+            elem.value = Sequence()
+            return
+        context = action if action in (Action.DUMMY, Action.CLEAN) else inside
+        for item in elem.value:
+            self.dataset(item, context)
+
+    def _patient(self, elem: DataElement) -> None:
+        # Nested Patient IDs (other patients, sources) get their own pseudonym.
+        if elem.tag == PATIENT_ID and elem.value:
+            elem.value = self.keys.patient_id(str(elem.value))
+        else:
+            elem.value = self.patient
+
+    def _uid(self, elem: DataElement, vr: str, keep_standard: bool) -> None:
+        """Remap every UID; `keep_standard` spares those the standard defines (SOP classes...)."""
+        if vr != "UI":
+            elem.value = dummy(vr)
+            return
+        new = [
+            v if keep_standard and is_standard_uid(str(v)) else self.keys.uid(str(v))
+            for v in _values(elem.value)
+            if str(v).strip("\x00 ")
+        ]
+        elem.value = new or None
+
+    def _clean(self, ds: Dataset, elem: DataElement, vr: str) -> None:
+        if vr in TEXT_VRS:
+            elem.value = [
+                clean_text(str(v), self.whole, self.parts, vr) for v in _values(elem.value)
+            ] or None
+        elif vr in DATE_VRS:
+            self._shift(elem, vr)
+        elif vr == "PN":
+            elem.value = dummy(vr)
+        elif vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+            del ds[elem.tag]  # bitmaps and bytes: we cannot see what they show
+
+    def _shift(self, elem: DataElement, vr: str) -> None:
+        if vr not in DATE_VRS:
+            return
+        shifted = [shift_date(str(v), vr, self.shift_days) for v in _values(elem.value)]
+        elem.value = [s if s is not None else dummy(vr) for s in shifted] or None
 
 
-def anonymize(ds: Dataset, rules: Rules, keys: Pseudonymizer) -> Dataset:
+def _code_item(value: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = "DCM"
+    item.CodeMeaning = meaning
+    return item
+
+
+def _mark(ds: Dataset, policy: Policy) -> None:
+    """The markers PS3.15 E.1.1 asks a de-identifier to set."""
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = policy.method()
+    ds.DeidentificationMethodCodeSequence = Sequence(
+        _code_item(value, meaning) for value, meaning in policy.method_codes()
+    )
+    if "retain-long-full-dates" in policy.options:
+        ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    elif "retain-long-modified-dates" in policy.options:
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    else:
+        ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def anonymize(ds: Dataset, policy: Policy, keys: Pseudonymizer) -> Dataset:
     """Anonymize `ds` in place and return it.
 
     The patient pseudonym comes from `patient_key` before any rule runs and becomes
     both Patient ID and Patient Name. The file meta follows the new SOP Instance UID and
     names us as the implementation that wrote the file.
     """
-    patient = keys.patient_id(patient_key(ds))
-    apply_rules(ds, rules, keys, patient)
+    key = patient_key(ds)
+    whole, parts = phi_gate.originals(ds)
+    walker = _Walker(policy, keys, keys.patient_id(key), keys.date_shift_days(key), whole, parts)
+    walker.dataset(ds, None)
     # Type 2 in every image IOD, and the archive and catalog key on them.
-    ds.PatientID = patient
-    ds.PatientName = patient
+    ds.PatientID = walker.patient
+    ds.PatientName = walker.patient
     meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        apply_rules(meta, rules, keys, patient)
+    if isinstance(meta, FileMetaDataset):
+        walker.dataset(meta, None)
         if "SOPInstanceUID" in ds:
-            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            meta.MediaStorageSOPInstanceUID = UID(str(ds.SOPInstanceUID))
         if "SOPClassUID" in ds:
             meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = f"dicomflow {rules.name}"
+    _mark(ds, policy)
     return ds

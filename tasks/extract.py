@@ -11,6 +11,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from catalog.schema import TABLES, Column
+from tasks import burned_in
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -72,6 +73,7 @@ def rows_for(ds: Dataset, file_facts: dict[str, Any], lineage: dict[str, Any]) -
     rows["instances"].update(
         sop_class_name=sop_class.name if sop_class.keyword else None,
         has_pixel_data=any(k in ds for k in PIXEL_KEYWORDS),
+        burned_in_suspect=burned_in.suspect(ds),
         transfer_syntax_uid=str(meta.TransferSyntaxUID) if meta is not None else None,
         **file_facts,
     )

@@ -24,14 +24,15 @@ from typing import Any
 
 from catalog.store import recorded_instances, write_parts
 from receiver.durable import remove_durably
-from tasks import phi_gate
+from tasks import burned_in, phi_gate
 from tasks.anonymize import anonymize
 from tasks.archive import archive_once, archive_relpath, encode, read_archived
 from tasks.extract import rows_for, text, utc_now
+from tasks.mapping import MappingRow, mapping_row, write_mapping
 from tasks.parse import Rejected, read_instance
+from tasks.policy import Policy, build_policy
 from tasks.pseudonyms import Pseudonymizer
 from tasks.quarantine import quarantine
-from tasks.rules import Rules, load_rules
 
 LOGGER = logging.getLogger("dicomflow.autoload")
 
@@ -56,11 +57,16 @@ class IngestContext:
     quarantine_dir: Path
     catalog_dir: Path
     salt: bytes = field(repr=False)
-    rules_file: Path | None
     run_id: str
+    options: tuple[str, ...] = ()
+    site_rules: Path | None = None
+    burned_in: str = "quarantine"
+    """``quarantine`` or ``flag`` for instances declaring BurnedInAnnotation YES."""
+    mapping_dir: Path | None = None
+    """Where to write original -> pseudonym rows; None: not written."""
 
-    def rules(self) -> Rules:
-        return load_rules(self.rules_file)
+    def policy(self) -> Policy:
+        return build_policy(self.options, self.site_rules)
 
     def keys(self) -> Pseudonymizer:
         return Pseudonymizer(self.salt)
@@ -74,6 +80,7 @@ class ArchivedInstance:
     sop_instance_uid: str
     rows: dict[str, dict[str, Any]]
     new: bool
+    mapping: MappingRow
 
 
 @dataclass
@@ -98,12 +105,15 @@ class ArchiveOutcome:
 
 
 def archive_one(
-    path: Path, ctx: IngestContext, rules: Rules, keys: Pseudonymizer
+    path: Path, ctx: IngestContext, policy: Policy, keys: Pseudonymizer
 ) -> ArchivedInstance:
     """Parse, anonymize and archive one landed file; raises `Rejected` for unusable input."""
     ds = read_instance(path)
-    whole, parts = phi_gate.originals(ds)
-    anonymize(ds, rules, keys)
+    if ctx.burned_in == "quarantine" and burned_in.declared(ds) == "YES":
+        raise Rejected("burned-in", "BurnedInAnnotation is YES: the pixels may show identity")
+    whole, parts = phi_gate.originals(ds, policy.gate_keywords(phi_gate.IDENTIFYING_KEYWORDS))
+    original = mapping_row(ds)
+    anonymize(ds, policy, keys)
     try:
         phi_gate.check(ds, whole, parts)
     except phi_gate.PhiFound as found:
@@ -123,7 +133,8 @@ def archive_one(
         "landed_name": text(path.name),
     }
     rows = rows_for(described, facts, {"run_id": ctx.run_id, "recorded_at": utc_now()})
-    return ArchivedInstance(path, str(ds.SOPInstanceUID), rows, written.new)
+    mapping = original.completed(ds)
+    return ArchivedInstance(path, str(ds.SOPInstanceUID), rows, written.new, mapping)
 
 
 @contextmanager
@@ -143,23 +154,28 @@ def quiet_pydicom() -> Iterator[None]:
 def archive_files(paths: list[Path], ctx: IngestContext) -> ArchiveOutcome:
     """Step 1 for a batch. Per-file problems quarantine that file; storage problems stop all."""
     started = time.perf_counter()
-    rules, keys = ctx.rules(), ctx.keys()
+    policy, keys = ctx.policy(), ctx.keys()
     outcome = ArchiveOutcome()
     with quiet_pydicom():
         for path in paths:
-            _archive_or_quarantine(path, ctx, rules, keys, outcome)
+            _archive_or_quarantine(path, ctx, policy, keys, outcome)
+    if ctx.mapping_dir is not None and outcome.archived:
+        try:
+            write_mapping(ctx.mapping_dir, ctx.run_id, [a.mapping for a in outcome.archived])
+        except OSError as exc:
+            raise StorageUnavailable.during("mapping table write", exc) from exc
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
 def _archive_or_quarantine(
-    path: Path, ctx: IngestContext, rules: Rules, keys: Pseudonymizer, outcome: ArchiveOutcome
+    path: Path, ctx: IngestContext, policy: Policy, keys: Pseudonymizer, outcome: ArchiveOutcome
 ) -> None:
     """Archive one file, or quarantine it with the reason; storage failures propagate."""
     if not path.exists():  # finished by an earlier, interrupted run
         return
     try:
-        outcome.archived.append(archive_one(path, ctx, rules, keys))
+        outcome.archived.append(archive_one(path, ctx, policy, keys))
         return
     except Rejected as rejected:
         reason, detail = rejected.reason, rejected.detail

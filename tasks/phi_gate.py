@@ -23,6 +23,9 @@ IDENTIFYING_KEYWORDS = (
     "PatientAddress",
     "PatientTelephoneNumbers",
     "MedicalRecordLocator",
+    "PatientBirthDate",
+    "PatientTelecomInformation",
+    "ResponsiblePerson",
 )
 """Values that identify the patient wherever they turn up (PS3.15 E.1-1: D, Z or X)."""
 
@@ -51,11 +54,16 @@ def _values(ds: Dataset, keyword: str) -> Iterator[str]:
             yield from (str(v).strip() for v in values)
 
 
-def originals(ds: Dataset) -> tuple[frozenset[str], frozenset[str]]:
-    """Whole identifying values, and the name parts among them, as they arrived."""
+def originals(
+    ds: Dataset, keywords: tuple[str, ...] = IDENTIFYING_KEYWORDS
+) -> tuple[frozenset[str], frozenset[str]]:
+    """Whole identifying values, and the name parts among them, as they arrived.
+
+    `keywords` leaves out what a site's rules keep on purpose.
+    """
     whole: set[str] = set()
     parts: set[str] = set()
-    for keyword in IDENTIFYING_KEYWORDS:
+    for keyword in keywords:
         for value in _values(ds, keyword):
             if len(value) >= MIN_TOKEN:
                 whole.add(value.upper())

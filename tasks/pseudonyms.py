@@ -1,7 +1,8 @@
 """Keyed, deterministic replacements: the same original gives the same result in every run.
 
 HMAC-SHA256 with the site's secret salt means nobody without the salt can test a
-guessed patient ID or UID against our output.
+guessed patient ID or UID against our output: a plain or publicly salted hash of a
+UID can be recomputed by anyone who holds the original.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from pydicom.uid import UID
 STANDARD_UID_ROOT = "1.2.840.10008."
 """UIDs defined by the DICOM standard itself (SOP classes, transfer syntaxes, ...)."""
 
+MAX_DATE_SHIFT_DAYS = 3650
+"""Dates move back by 1 to this many days, one offset per patient."""
+
 
 @dataclass(frozen=True)
 class Pseudonymizer:
-    """Derives pseudonyms and UIDs from originals with one secret key."""
+    """Derives pseudonyms, UIDs and date offsets from originals with one secret key."""
 
     salt: bytes
 
@@ -37,8 +41,23 @@ class Pseudonymizer:
         digest = self._digest("patient", original.strip())
         return "ANON-" + base64.b32encode(digest[:10]).decode().rstrip("=")
 
+    def text(self, original: str, length: int) -> str:
+        """A keyed stand-in for a text value, at most `length` characters (for ``hash``)."""
+        digest = self._digest("text", original.strip())
+        return base64.b32encode(digest).decode().rstrip("=")[: max(1, min(length, 52))]
+
+    def date_shift_days(self, patient: str) -> int:
+        """How many days this patient's dates move (negative: into the past)."""
+        digest = self._digest("date-shift", patient)
+        return -(int.from_bytes(digest[:4], "big") % MAX_DATE_SHIFT_DAYS + 1)
+
+
+def is_registered_uid(value: str) -> bool:
+    """True for UIDs the standard registers (SOP classes, transfer syntaxes, codes ...)."""
+    return bool(UID(value.strip("\x00 ")).keyword)
+
 
 def is_standard_uid(value: str) -> bool:
-    """True for UIDs the standard or a vendor defines once for everyone, never per instance."""
+    """True for registered UIDs and anything else under the standard's own root."""
     text = value.strip("\x00 ")
-    return text.startswith(STANDARD_UID_ROOT) or bool(UID(text).keyword)
+    return text.startswith(STANDARD_UID_ROOT) or is_registered_uid(text)

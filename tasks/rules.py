@@ -1,93 +1,199 @@
-"""Anonymization rules as data: load, validate and look up per attribute."""
+"""Anonymization rules as data: the actions, and the site rules file that names them.
+
+A site rules file (TOML) says, per attribute, what to do on top of the PS3.15
+profile (`tasks.profile`)::
+
+    name = "our-research-policy-3"
+
+    [attributes]
+    StudyDescription = "keep"
+    "(0008,0080)" = { replace = "Research Hospital" }
+    AccessionNumber = "hash"
+
+    [private."SIEMENS MR HEADER"]
+    "(0019,xx0C)" = "keep"
+
+Every mistake is reported with the file and the line it is on.
+"""
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.tag import Tag
+from pydicom.valuerep import validate_value
 
-BUILTIN_RULES = Path(__file__).with_name("rulesets") / "basic.toml"
+ADDITIONS = Path(__file__).with_name("rulesets") / "additions.toml"
+"""Our own rules on top of the profile: attributes the table does not name."""
 
 
 class RulesError(ValueError):
-    """A rules file that cannot be used; the message names the file and the entry."""
+    """A rules file that cannot be used; the message names the file, the line and the entry."""
 
 
 class Action(StrEnum):
     """What happens to one attribute."""
 
     KEEP = "keep"
-    REMOVE = "remove"
-    EMPTY = "empty"
-    UID = "uid"
-    NEW_UID = "new-uid"
-    PSEUDONYM = "pseudonym"
-    PATIENT_PSEUDONYM = "patient-pseudonym"
+    REMOVE = "remove"  # PS3.15 X
+    EMPTY = "empty"  # PS3.15 Z
+    DUMMY = "dummy"  # PS3.15 D: a harmless value of the right VR
+    CLEAN = "clean"  # PS3.15 C: keep the value with identifying values taken out
+    UID = "uid"  # PS3.15 U: keyed, consistent replacement UID
+    REPLACE = "replace"  # a fixed value given by the rule
+    HASH = "hash"  # keyed, deterministic replacement text
+    SHIFT_DATE = "shift-date"  # dates moved by the patient's keyed offset
+    PATIENT = "patient-pseudonym"  # the patient's pseudonym
 
 
 @dataclass(frozen=True)
-class Rules:
-    """A validated rule set: actions by tag and by VR."""
+class Rule:
+    """One attribute's action, with where the rule came from (for docs and errors)."""
+
+    action: Action
+    origin: str
+    value: str | None = None
+
+
+PRIVATE_ELEMENT = re.compile(r"^\(?([0-9A-Fa-f]{4}),\s*[xX]{2}([0-9A-Fa-f]{2})\)?$")
+TAG = re.compile(r"^\(?([0-9A-Fa-f]{4}),?\s*([0-9A-Fa-f]{4})\)?$")
+
+HASHABLE_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+DATE_VRS = frozenset({"DA", "DT"})
+
+PrivateKey = tuple[str, int, int]
+"""(private creator, group, element low byte): one private attribute of one creator."""
+
+
+@dataclass(frozen=True)
+class SiteRules:
+    """A validated rules file: actions by public tag and by private attribute."""
 
     name: str
-    remove_private: bool
-    remove_unknown: bool
-    by_tag: dict[int, Action]
-    by_vr: dict[str, Action]
-
-    def action_for(self, tag: int, vr: str) -> Action:
-        """The action for one element: its keyword's rule, else its VR's, else keep."""
-        return self.by_tag.get(tag) or self.by_vr.get(vr) or Action.KEEP
+    by_tag: dict[int, Rule] = field(default_factory=dict)
+    private: dict[PrivateKey, Rule] = field(default_factory=dict)
 
 
-def _action(value: object, where: str) -> Action:
+def _line_of(text: str, key: str) -> int:
+    """The first line on which `key` appears as a key (tomllib gives no positions)."""
+    quoted = rf"(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')"
+    pattern = re.compile(rf"^\s*{quoted}\s*=", re.MULTILINE)
+    found = pattern.search(text)
+    return text.count("\n", 0, found.start()) + 1 if found else 0
+
+
+def _public_tag(key: str) -> int | None:
+    tag = tag_for_keyword(key)
+    if tag is not None:
+        return int(tag)
+    match = TAG.match(key)
+    if match:
+        return int(Tag(int(match[1], 16), int(match[2], 16)))
+    return None
+
+
+def _vr(tag: int) -> str:
     try:
-        return Action(str(value))
-    except ValueError:
-        choices = ", ".join(a.value for a in Action)
-        raise RulesError(f"{where}: unknown action {value!r} (one of: {choices})") from None
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
 
 
-def parse_rules(text: str, origin: str) -> Rules:
-    """Validate rules given as TOML text; unknown actions, keywords or keys fail loudly."""
+class _Reader:
+    """Turns one parsed TOML document into rules, with line-numbered errors."""
+
+    def __init__(self, text: str, origin: str) -> None:
+        self.text = text
+        self.origin = origin
+
+    def fail(self, key: str, message: str) -> RulesError:
+        line = _line_of(self.text, key)
+        where = f"{self.origin} line {line}" if line else self.origin
+        return RulesError(f"{where}: {key}: {message}")
+
+    def rule(self, key: str, value: object, vr: str) -> Rule:
+        fixed: str | None = None
+        if isinstance(value, dict):
+            if set(value) != {"replace"}:
+                raise self.fail(key, 'a table rule must be { replace = "value" }')
+            action, fixed = Action.REPLACE, str(value["replace"])
+        else:
+            try:
+                action = Action(str(value))
+            except ValueError:
+                choices = ", ".join(a.value for a in Action if a is not Action.REPLACE)
+                raise self.fail(
+                    key, f'unknown action {value!r} (one of: {choices}; or {{ replace = "..." }})'
+                ) from None
+            if action is Action.PATIENT:
+                raise self.fail(key, "patient-pseudonym is reserved for PatientID and PatientName")
+        if action is Action.HASH and vr and vr not in HASHABLE_VRS:
+            raise self.fail(key, f"hash needs a text attribute; this one is {vr}")
+        if action is Action.SHIFT_DATE and vr and vr not in DATE_VRS:
+            raise self.fail(key, f"shift-date needs a DA or DT attribute; this one is {vr}")
+        if action is Action.REPLACE and vr and fixed is not None:
+            try:
+                validate_value(vr, fixed, validation_mode=2)  # 2: raise
+            except ValueError as exc:
+                raise self.fail(key, f"replacement not valid for VR {vr}: {exc}") from None
+        return Rule(action, f"{self.origin} line {_line_of(self.text, key)}", fixed)
+
+    def attributes(self, table: object) -> dict[int, Rule]:
+        if not isinstance(table, dict):
+            raise RulesError(f"{self.origin}: [attributes] must be a table")
+        rules: dict[int, Rule] = {}
+        for key, value in table.items():
+            tag = _public_tag(key)
+            if tag is None:
+                raise self.fail(key, "not a DICOM keyword or a tag such as (0008,1030)")
+            if Tag(tag).is_private:
+                raise self.fail(key, 'a private attribute goes under [private."CREATOR"]')
+            rules[tag] = self.rule(key, value, _vr(tag))
+        return rules
+
+    def private(self, table: object) -> dict[PrivateKey, Rule]:
+        if not isinstance(table, dict):
+            raise RulesError(f'{self.origin}: [private."CREATOR"] must be tables')
+        rules: dict[PrivateKey, Rule] = {}
+        for creator, elements in table.items():
+            if not isinstance(elements, dict):
+                raise self.fail(creator, 'must be a table of "(gggg,xxee)" = action')
+            for key, value in elements.items():
+                match = PRIVATE_ELEMENT.match(key)
+                if not match or int(match[1], 16) % 2 == 0:
+                    raise self.fail(key, "not a private element such as (0019,xx0C)")
+                rules[(creator, int(match[1], 16), int(match[2], 16))] = self.rule(key, value, "")
+        return rules
+
+
+def parse_rules(text: str, origin: str) -> SiteRules:
+    """Validate a rules file given as text; every problem names its line."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{origin}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"name", "remove_private", "remove_unknown", "by_vr", "by_keyword"}
+    reader = _Reader(text, origin)
+    unknown = set(data) - {"name", "attributes", "private"}
     if unknown:
-        raise RulesError(f"{origin}: unknown key(s) {', '.join(sorted(unknown))}")
-    by_tag: dict[int, Action] = {}
-    for keyword, value in data.get("by_keyword", {}).items():
-        tag = tag_for_keyword(keyword)
-        if tag is None:
-            raise RulesError(f"{origin}: by_keyword.{keyword}: not a DICOM keyword")
-        by_tag[tag] = _action(value, f"{origin}: by_keyword.{keyword}")
-    by_vr = {
-        vr: _action(value, f"{origin}: by_vr.{vr}") for vr, value in data.get("by_vr", {}).items()
-    }
-    switches = {}
-    for key in ("remove_private", "remove_unknown"):
-        switches[key] = data.get(key, True)
-        if not isinstance(switches[key], bool):
-            raise RulesError(f"{origin}: {key} must be true or false")
-    return Rules(
-        name=str(data.get("name", origin)),
-        remove_private=switches["remove_private"],
-        remove_unknown=switches["remove_unknown"],
-        by_tag=by_tag,
-        by_vr=by_vr,
+        key = sorted(unknown)[0]
+        raise reader.fail(key, "unknown key (expected name, [attributes], [private.CREATOR])")
+    return SiteRules(
+        name=str(data.get("name", Path(origin).stem)),
+        by_tag=reader.attributes(data.get("attributes", {})),
+        private=reader.private(data.get("private", {})),
     )
 
 
-def load_rules(path: Path | None = None) -> Rules:
-    """The rules in `path`, or the built-in rule set."""
-    path = path or BUILTIN_RULES
+def load_rules(path: Path) -> SiteRules:
+    """The rules in the file at `path`."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError(f"rules file {path}: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise RulesError(f"rules file {path}: {reason}") from None
     return parse_rules(text, str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -25,7 +26,6 @@ def ctx(tmp_path: Path) -> IngestContext:
         quarantine_dir=root / "quarantine",
         catalog_dir=root / "catalog",
         salt=b"bad-input-salt",
-        rules_file=None,
         run_id="test",
     )
 
@@ -171,10 +171,13 @@ def test_identifying_values_hidden_in_odd_places_do_not_survive(ctx: IngestConte
     assert original_study.encode() not in raw
 
 
-def test_phi_gate_quarantines_a_name_left_in_free_text(ctx: IngestContext) -> None:
+def test_phi_gate_quarantines_a_name_left_in_free_text(ctx: IngestContext, tmp_path: Path) -> None:
+    site_rules = tmp_path / "site.toml"
+    site_rules.write_text('[attributes]\nStudyDescription = "keep"\n')
+    ctx = dataclasses.replace(ctx, site_rules=site_rules)
     ds = ct()
     ds.PatientName = "Holmes^Sherlock"
-    ds.StudyDescription = "CT chest for Sherlock Holmes"  # kept by the rules, caught by the gate
+    ds.StudyDescription = "CT chest for Sherlock Holmes"  # kept by a site rule, caught by the gate
     run_batch(ctx, [land(ctx, ds)])
     assert reasons(ctx) == ["phi-gate"]
     (record,) = [json.loads(p.read_text()) for p in ctx.quarantine_dir.glob("*.reason.json")]

@@ -57,7 +57,7 @@ def test_bad_arguments_give_one_line(tmp_path: Path, args: list[str], expected: 
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("DICOMFLOW_ANONYMIZE__RULES_FILE", "/nonexistent/rules.toml", "anonymize.rules_file"),
+        ("DICOMFLOW_ANONYMIZE__SITE_RULES", "/nonexistent/rules.toml", "rules file /nonexistent"),
         ("DICOMFLOW_ANONYMIZE__SALT", "", "anonymize.salt"),
         ("DICOMFLOW_CATALOG_DIR", "/etc/hostname", "catalog folder"),
     ],

@@ -1,0 +1,116 @@
+"""The whole anonymization policy: profile and options, our additions, site rules.
+
+Precedence, last wins: PS3.15 Table E.1-1 with the chosen options, then
+``rulesets/additions.toml``, then the site rules. Attributes no rule names fall to
+`Policy.fallback`, which errs towards removing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.tag import BaseTag
+
+from tasks.profile import (
+    BASIC_PROFILE,
+    OPTIONS,
+    MaskRule,
+    check_options,
+    load_table,
+    profile_rules,
+)
+from tasks.rules import ADDITIONS, Action, PrivateKey, Rule, SiteRules, load_rules
+
+FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
+"""Where anything may be written. Inside a sequence the profile replaces (D) or
+cleans (C) as a whole, these are treated the same way unless a rule names them."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Every rule, compiled once per batch; `rule_for` answers per element."""
+
+    options: frozenset[str]
+    by_tag: dict[int, Rule]
+    masks: tuple[MaskRule, ...]
+    private: Rule
+    safe_private: frozenset[PrivateKey]
+    private_rules: dict[PrivateKey, Rule]
+    site_name: str
+    profile_revision: str
+
+    def public_rule(self, tag: BaseTag) -> Rule | None:
+        """The rule that names this public attribute, if any."""
+        rule = self.by_tag.get(int(tag))
+        if rule is None:
+            rule = next((m.rule for m in self.masks if m.matches(int(tag))), None)
+        return rule
+
+    def private_rule(self, key: PrivateKey | None) -> Rule:
+        """Site rules first, then the safe-private table when that option is on, else remove."""
+        if key is not None and key in self.private_rules:
+            return self.private_rules[key]
+        if key is not None and self.private.action is Action.CLEAN and key in self.safe_private:
+            return Rule(Action.KEEP, "PS3.15 E.3.10-1 safe private")
+        return Rule(Action.REMOVE, self.private.origin)
+
+    def fallback(self, tag: BaseTag, vr: str, inside: Action | None) -> Rule:
+        """For attributes no rule names.
+
+        Unknown public attributes go (nobody can vouch for them); person names are
+        emptied; UIDs remapped unless the standard defines them (or the site keeps UIDs);
+        free text in a sequence the profile replaces or cleans shares its fate.
+        """
+        if not keyword_for_tag(tag):
+            return Rule(Action.REMOVE, "dicomflow: not in the data dictionary")
+        if vr == "PN":
+            return Rule(Action.EMPTY, "dicomflow: person name")
+        if vr == "UI":
+            keep = "retain-uids" in self.options
+            return Rule(Action.KEEP if keep else Action.UID, "dicomflow: UID")
+        if vr in FREE_TEXT_VRS and inside in (Action.DUMMY, Action.CLEAN):
+            return Rule(inside, "dicomflow: free text in a replaced or cleaned sequence")
+        return Rule(Action.KEEP, "dicomflow: not named by the profile")
+
+    def gate_keywords(self, keywords: tuple[str, ...]) -> tuple[str, ...]:
+        """The identifying keywords the PHI gate looks for: all but those a rule keeps."""
+        kept = {
+            k
+            for k in keywords
+            if (rule := self.by_tag.get(int(tag_for_keyword(k) or 0)))
+            and rule.action is Action.KEEP
+        }
+        return tuple(k for k in keywords if k not in kept)
+
+    def method(self) -> list[str]:
+        """De-identification Method values (LO, 64 characters each)."""
+        values = [f"dicomflow: PS3.15 E.1-1 Basic Profile ({self.profile_revision})"]
+        values += [OPTIONS[o][1] for o in sorted(self.options)]
+        values.append(f"site rules: {self.site_name}"[:64])
+        return values
+
+    def method_codes(self) -> list[tuple[str, str]]:
+        """(code value, code meaning) of CID 7050 for the profile and each option."""
+        return [BASIC_PROFILE] + [OPTIONS[o] for o in sorted(self.options)]
+
+
+def build_policy(options: Iterable[str], site_rules: Path | None) -> Policy:
+    """Compile the policy; raises `ProfileError` or `RulesError` with a one-line reason."""
+    chosen = check_options(options)
+    table = load_table()
+    profile = profile_rules(table, chosen)
+    additions = load_rules(ADDITIONS)
+    site = load_rules(site_rules) if site_rules else SiteRules(name="none")
+    return Policy(
+        options=chosen,
+        by_tag={**profile.by_tag, **additions.by_tag, **site.by_tag},
+        masks=profile.masks,
+        private=profile.private,
+        safe_private=profile.safe_private,
+        private_rules={**additions.private, **site.private},
+        site_name=site.name,
+        profile_revision=table.revision,
+    )

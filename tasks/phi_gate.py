@@ -36,6 +36,13 @@ whose digits and defined terms would match IDs and name parts by chance."""
 MIN_TOKEN = 3
 """Name parts shorter than this (initials, 'MR') are too common to be evidence."""
 
+MIN_IDEOGRAPHIC = 2
+"""Chinese, Japanese and Korean names: two characters already make a family or given
+name, and such text has no spaces between words, so these parts match anywhere."""
+
+IDEOGRAPHIC_START = 0x2E80
+"""From here on Unicode holds the CJK radicals, kana, ideographs and Hangul."""
+
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -67,8 +74,14 @@ def originals(
         for value in _values(ds, keyword):
             if len(value) >= MIN_TOKEN:
                 whole.add(value.upper())
-            if "Name" in keyword:
-                parts.update(t.upper() for t in _TOKEN.findall(value) if len(t) >= MIN_TOKEN)
+            if "Name" not in keyword:
+                continue
+            for token in _TOKEN.findall(value):
+                if ord(max(token)) >= IDEOGRAPHIC_START:
+                    if len(token) >= MIN_IDEOGRAPHIC:
+                        whole.add(token)
+                elif len(token) >= MIN_TOKEN:
+                    parts.add(token.upper())
     return frozenset(whole), frozenset(parts)
 
 

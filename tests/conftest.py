@@ -15,6 +15,7 @@ import pytest
 from flows.settings import Settings
 from receiver.scp import Receiver, start_receiver
 from receiver.settings import ReceiverSettings
+from tasks.ingest import IngestContext
 
 DCMTK_TOOLS = ("echoscu", "storescu", "findscu", "dcmsend")
 
@@ -86,3 +87,16 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> IngestContext:
+    """What one autoload batch needs, with every folder under a fresh data root."""
+    root = tmp_path / "data"
+    return IngestContext(
+        archive_dir=root / "archive",
+        quarantine_dir=root / "quarantine",
+        catalog_dir=root / "catalog",
+        salt=b"test-salt",
+        run_id="run-1",
+    )

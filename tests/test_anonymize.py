@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset

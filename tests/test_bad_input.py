@@ -18,18 +18,6 @@ from tasks.ingest import IngestContext, archive_files, clear_landing, record_ins
 from tasks.pseudonyms import Pseudonymizer
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> IngestContext:
-    root = tmp_path / "data"
-    return IngestContext(
-        archive_dir=root / "archive",
-        quarantine_dir=root / "quarantine",
-        catalog_dir=root / "catalog",
-        salt=b"bad-input-salt",
-        run_id="test",
-    )
-
-
 def ct() -> Dataset:
     return dcmread(get_testdata_file("CT_small.dcm"))
 

@@ -59,6 +59,7 @@ def test_bad_arguments_give_one_line(tmp_path: Path, args: list[str], expected: 
     [
         ("DICOMFLOW_ANONYMIZE__SITE_RULES", "/nonexistent/rules.toml", "rules file /nonexistent"),
         ("DICOMFLOW_ANONYMIZE__SALT", "", "anonymize.salt"),
+        ("DICOMFLOW_ANONYMIZE__OPTIONS", '["retain-everything"]', "anonymize.options"),
         ("DICOMFLOW_CATALOG_DIR", "/etc/hostname", "catalog folder"),
     ],
 )

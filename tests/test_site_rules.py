@@ -1,0 +1,140 @@
+"""Site rules on top of the profile: each action, private creators, errors naming the line."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+
+from tasks.anonymize import anonymize
+from tasks.policy import build_policy
+from tasks.pseudonyms import Pseudonymizer
+from tasks.rules import RulesError, load_rules, parse_rules
+
+KEYS = Pseudonymizer(b"site-rules-salt")
+
+SITE = """\
+name = "test-site-1"
+
+[attributes]
+StudyDescription = "keep"
+"(0008,0080)" = { replace = "Research Hospital" }
+AccessionNumber = "hash"
+StudyDate = "shift-date"
+Manufacturer = "remove"
+SeriesNumber = "empty"
+
+[private."ACME 1.0"]
+"(0009,xx01)" = "keep"
+"""
+
+
+def ct_with_private() -> Dataset:
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyDescription = "CT chest"
+    ds.AccessionNumber = "ACC-0001"
+    block = ds.private_block(0x0009, "ACME 1.0", create=True)
+    block.add_new(0x01, "LO", "kept by the site")
+    block.add_new(0x02, "LO", "not named: removed")
+    return ds
+
+
+@pytest.fixture
+def site_file(tmp_path: Path) -> Path:
+    path = tmp_path / "site.toml"
+    path.write_text(SITE)
+    return path
+
+
+def test_each_site_action_applies(site_file: Path) -> None:
+    original = ct_with_private()
+    ds = anonymize(ct_with_private(), build_policy([], site_file), KEYS)
+    assert ds.StudyDescription == "CT chest"  # keep (the profile removes it)
+    assert ds.InstitutionName == "Research Hospital"  # replace
+    assert ds.AccessionNumber == KEYS.text("ACC-0001", 16) != "ACC-0001"  # hash: keyed
+    assert len(ds.StudyDate) == 8 and ds.StudyDate != original.StudyDate  # shift-date
+    assert "Manufacturer" not in ds  # remove (the profile keeps it)
+    assert ds.SeriesNumber is None  # empty
+    block = ds.private_block(0x0009, "ACME 1.0")
+    assert ds[block.get_tag(0x01)].value == "kept by the site"
+    assert block.get_tag(0x02) not in ds
+    assert not [
+        e
+        for e in ds
+        if e.tag.is_private and e.tag not in (block.get_tag(0x01),) and not e.tag.is_private_creator
+    ]
+    assert "site rules: test-site-1" in ds.DeidentificationMethod
+
+
+def test_hash_is_the_same_across_runs(site_file: Path) -> None:
+    one = anonymize(ct_with_private(), build_policy([], site_file), KEYS)
+    two = anonymize(
+        ct_with_private(), build_policy([], site_file), Pseudonymizer(b"site-rules-salt")
+    )
+    assert one.AccessionNumber == two.AccessionNumber
+    other = anonymize(ct_with_private(), build_policy([], site_file), Pseudonymizer(b"other"))
+    assert other.AccessionNumber != one.AccessionNumber
+
+
+def test_shift_date_uses_the_patients_offset(site_file: Path) -> None:
+    ds = anonymize(ct_with_private(), build_policy([], site_file), KEYS)
+    assert load_rules(site_file).name == "test-site-1"
+    before = dt.datetime.strptime(ct_with_private().StudyDate, "%Y%m%d")
+    after = dt.datetime.strptime(ds.StudyDate, "%Y%m%d")
+    assert (after - before).days == KEYS.date_shift_days(str(ct_with_private().PatientID))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[attributes]\nStudyDescription = "kep"\n',
+            "line 2: StudyDescription: unknown action 'kep'",
+        ),
+        (
+            '\n\n[attributes]\nStudyDescriptn = "keep"\n',
+            "line 4: StudyDescriptn: not a DICOM keyword",
+        ),
+        (
+            '[attributes]\nRows = "hash"\n',
+            "line 2: Rows: hash needs a text attribute; this one is US",
+        ),
+        (
+            '[attributes]\nStudyTime = "shift-date"\n',
+            "line 2: StudyTime: shift-date needs a DA or DT",
+        ),
+        (
+            '[attributes]\nStudyDate = { replace = "yesterday" }\n',
+            "line 2: StudyDate: replacement not valid",
+        ),
+        ('[attributes]\nStudyDate = { with = "x" }\n', "line 2: StudyDate: a table rule must be"),
+        (
+            '[attributes]\nPatientID = "patient-pseudonym"\n',
+            "line 2: PatientID: patient-pseudonym is reserved",
+        ),
+        (
+            '[attributes]\n"(0009,1001)" = "keep"\n',
+            "line 2: (0009,1001): a private attribute goes under",
+        ),
+        (
+            '[private."ACME"]\n"(0008,xx01)" = "keep"\n',
+            "line 2: (0008,xx01): not a private element",
+        ),
+        ('colour = "blue"\n', "line 1: colour: unknown key"),
+        ("[attributes\n", "not valid TOML"),
+    ],
+)
+def test_invalid_rules_name_the_line(text: str, message: str) -> None:
+    with pytest.raises(RulesError) as raised:
+        parse_rules(text, "site.toml")
+    assert str(raised.value).startswith("site.toml")
+    assert message in str(raised.value)
+
+
+def test_missing_rules_file_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match=r"rules file .*nope.toml: No such file"):
+        build_policy([], tmp_path / "nope.toml")

@@ -1,4 +1,4 @@
-"""The `dicomflow` command: receiver, autoload, serve, sql and demo.
+"""The `dicomflow` command: receiver, autoload, serve, sql, policy and demo.
 
 Only this module exits the process; everything below raises typed errors, which
 `main` turns into one line on stderr.
@@ -124,6 +124,28 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     if out is not None:
         print(f"wrote {rows} rows to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the rule each attribute gets under the configured options and site rules."""
+    from tasks.policy import build_policy
+    from tasks.profile import ProfileError
+    from tasks.rules import RulesError, public_tag
+
+    try:
+        policy = build_policy(settings.anonymize.options, settings.anonymize.site_rules)
+    except (ProfileError, RulesError) as exc:
+        raise SettingsError(f"anonymize: {exc}") from None
+    tags = [public_tag(a) for a in args.attributes]
+    unknown = [a for a, t in zip(args.attributes, tags, strict=True) if t is None]
+    if unknown:
+        raise CommandError(f"{unknown[0]}: not a DICOM keyword or a tag such as (0008,1030)")
+    rows = policy.describe([t for t in tags if t is not None] if tags else None)
+    print("\n".join(policy.method()))
+    width = min(40, max(len(r[1]) for r in rows))
+    for tag, keyword, action, origin in rows:
+        print(f"{tag}  {keyword:<{width}}  {action:<17}  {origin}")
     return 0
 
 
@@ -258,6 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-rows", type=_positive_int, default=50, help="rows shown as a table (50)"
     )
     sql.set_defaults(func=cmd_sql)
+
+    policy = sub.add_parser(
+        "policy",
+        parents=[common],
+        help="show what anonymization does to each attribute under the current settings",
+    )
+    policy.add_argument(
+        "attributes", nargs="*", metavar="ATTRIBUTE", help="keywords or tags to show (all)"
+    )
+    policy.set_defaults(func=cmd_policy)
 
     demo = sub.add_parser(
         "demo",

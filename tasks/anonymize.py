@@ -25,7 +25,6 @@ from tasks.replacements import clean_text, dummy, max_length, shift_date
 from tasks.rules import Action, PrivateKey, Rule
 
 PATIENT_ID = BaseTag(0x00100020)
-PATIENT_NAME = BaseTag(0x00100010)
 TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UT", "UR"})
 DATE_VRS = frozenset({"DA", "DT"})
 
@@ -113,8 +112,6 @@ class _Walker:
         self, ds: Dataset, elem: DataElement, rule: Rule, vr: str, inside: Action | None
     ) -> None:
         action = rule.action
-        if elem.tag in (PATIENT_ID, PATIENT_NAME):
-            action = Action.PATIENT
         if vr == "SQ" or elem.VR == "SQ":
             self._sequence(ds, elem, action, inside)
             return

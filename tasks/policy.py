@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.tag import BaseTag
 
 from tasks.profile import (
@@ -27,6 +27,14 @@ from tasks.rules import ADDITIONS, Action, PrivateKey, Rule, SiteRules, load_rul
 FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 """Where anything may be written. Inside a sequence the profile replaces (D) or
 cleans (C) as a whole, these are treated the same way unless a rule names them."""
+
+
+PATIENT_RULES = {
+    tag: Rule(Action.PATIENT, "dicomflow: patient pseudonym (keys the archive)")
+    for tag in (0x00100010, 0x00100020)  # PatientName, PatientID
+}
+"""Always the keyed pseudonym: PS3.15 allows a dummy there, and the archive, the
+catalog and later batches of the same patient all key on it."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,38 @@ class Policy:
             return Rule(inside, "dicomflow: free text in a replaced or cleaned sequence")
         return Rule(Action.KEEP, "dicomflow: not named by the profile")
 
+    def describe(self, tags: list[int] | None = None) -> list[tuple[str, str, str, str]]:
+        """(tag, keyword, action, origin) for every rule in tag order, or for `tags` only
+        (those no rule names shown with their fallback): what will happen."""
+        if tags is not None:
+            return [self._row(t, self.public_rule(BaseTag(t)) or self._fallback(t)) for t in tags]
+        rows = [self._row(tag, r) for tag, r in sorted(self.by_tag.items())]
+        rows += [
+            (f"({m.mask[:4]},{m.mask[4:]})", "", m.rule.action.value, m.rule.origin)
+            for m in self.masks
+        ]
+        rows += [
+            (f"({g:04X},xx{e:02X})", creator, r.action.value, r.origin)
+            for (creator, g, e), r in sorted(self.private_rules.items())
+        ]
+        safe = " (safe ones of E.3.10-1 kept)" if self.safe_private else ""
+        rows.append(("(gggg,xxxx)", "other private", "remove", self.private.origin + safe))
+        return rows
+
+    def _fallback(self, tag: int) -> Rule:
+        if BaseTag(tag).is_private:
+            return self.private_rule(None)
+        try:
+            vr = str(dictionary_VR(tag))
+        except KeyError:
+            vr = "UN"
+        return self.fallback(BaseTag(tag), vr, None)
+
+    @staticmethod
+    def _row(tag: int, rule: Rule) -> tuple[str, str, str, str]:
+        name = keyword_for_tag(tag) or ""
+        return (f"({tag >> 16:04X},{tag & 0xFFFF:04X})", name, rule.action.value, rule.origin)
+
     def gate_keywords(self, keywords: tuple[str, ...]) -> tuple[str, ...]:
         """The identifying keywords the PHI gate looks for: all but those a rule keeps."""
         kept = {
@@ -102,11 +142,11 @@ def build_policy(options: Iterable[str], site_rules: Path | None) -> Policy:
     chosen = check_options(options)
     table = load_table()
     profile = profile_rules(table, chosen)
-    additions = load_rules(ADDITIONS)
+    additions = load_rules(ADDITIONS, origin=f"dicomflow {ADDITIONS.name}")
     site = load_rules(site_rules) if site_rules else SiteRules(name="none")
     return Policy(
         options=chosen,
-        by_tag={**profile.by_tag, **additions.by_tag, **site.by_tag},
+        by_tag={**profile.by_tag, **additions.by_tag, **site.by_tag, **PATIENT_RULES},
         masks=profile.masks,
         private=profile.private,
         safe_private=profile.safe_private,

@@ -87,7 +87,8 @@ def _line_of(text: str, key: str) -> int:
     return text.count("\n", 0, found.start()) + 1 if found else 0
 
 
-def _public_tag(key: str) -> int | None:
+def public_tag(key: str) -> int | None:
+    """The tag a keyword or a ``(gggg,eeee)`` string names; None if neither."""
     tag = tag_for_keyword(key)
     if tag is not None:
         return int(tag)
@@ -148,7 +149,7 @@ class _Reader:
             raise RulesError(f"{self.origin}: [attributes] must be a table")
         rules: dict[int, Rule] = {}
         for key, value in table.items():
-            tag = _public_tag(key)
+            tag = public_tag(key)
             if tag is None:
                 raise self.fail(key, "not a DICOM keyword or a tag such as (0008,1030)")
             if Tag(tag).is_private:
@@ -189,11 +190,11 @@ def parse_rules(text: str, origin: str) -> SiteRules:
     )
 
 
-def load_rules(path: Path) -> SiteRules:
-    """The rules in the file at `path`."""
+def load_rules(path: Path, origin: str | None = None) -> SiteRules:
+    """The rules in the file at `path`; errors name it as `origin` (default: the path)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise RulesError(f"rules file {path}: {reason}") from None
-    return parse_rules(text, str(path))
+    return parse_rules(text, origin or str(path))

@@ -180,3 +180,11 @@ def test_phi_gate_ignores_chance_digits_in_new_uids(ctx: IngestContext) -> None:
     ds.StudyDescription = "CT chest"
     outcome = run_batch(ctx, [land(ctx, ds)])
     assert outcome.new == 1 and reasons(ctx) == []
+
+
+def test_phi_gate_ignores_a_patient_already_called_like_our_dummies(ctx: IngestContext) -> None:
+    ds = ct()
+    ds.PatientName = "Anonymized"
+    ds.InstitutionName = "General Hospital"  # becomes ANONYMIZED, like the original name
+    outcome = run_batch(ctx, [land(ctx, ds)])
+    assert outcome.new == 1 and reasons(ctx) == []

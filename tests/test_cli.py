@@ -199,3 +199,25 @@ def test_demo_sends_real_files_end_to_end(tmp_path: Path) -> None:
     )
     instances, modalities = map(int, out.stdout.splitlines()[1].split(","))
     assert instances >= 100 and modalities >= 5
+
+
+def test_policy_shows_each_attributes_rule_under_the_settings(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text('name = "ours"\n[attributes]\nStudyDescription = "keep"\n')
+    env = clean_env(tmp_path) | {
+        "DICOMFLOW_ANONYMIZE__SITE_RULES": str(site),
+        "DICOMFLOW_ANONYMIZE__OPTIONS": '["retain-uids"]',
+    }
+    result = run("policy", "StudyDescription", "SOPInstanceUID", "(0008,0080)", "Rows", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "Retain UIDs Option" in lines and "site rules: ours" in lines
+    rules = {line.split()[1]: line.split()[2] for line in lines if line.startswith("(")}
+    assert rules == {
+        "StudyDescription": "keep",
+        "SOPInstanceUID": "keep",
+        "InstitutionName": "dummy",
+        "Rows": "keep",
+    }
+    bad = run("policy", "NoSuchThing", env=clean_env(tmp_path))
+    assert bad.returncode == 1 and "NoSuchThing: not a DICOM keyword" in bad.stderr

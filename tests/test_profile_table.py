@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydicom.datadict import dictionary_VR
 
-from tasks.profile import OPTIONS, TABLE_FILE, load_table
+from tasks.profile import OPTIONS, SAFE_PRIVATE_FILE, TABLE_FILE, load_safe_private, load_table
 
 SHARED_SOURCE = (
     Path(__file__).resolve().parents[2] / "shared" / "reference" / "ps315-table-e1-1.json"
@@ -88,3 +88,20 @@ def test_data_file_is_what_the_generator_makes_from_the_source(tmp_path: Path) -
     source = json.loads(SHARED_SOURCE.read_text(encoding="utf-8"))
     committed = json.loads(TABLE_FILE.read_text(encoding="utf-8"))
     assert committed["rows"] == generator.rows(source)
+
+
+def test_safe_private_table_is_e_3_10_1() -> None:
+    """PS3.15 Table E.3.10-1, transcribed from the cited rendering of the standard."""
+    data = json.loads(SAFE_PRIVATE_FILE.read_text())
+    assert "E.3.10-1" in data["title"] and "chsasank/dicom_standard" in data["source"]
+    assert len(data["rows"]) == 130
+    assert len({r["creator"] for r in data["rows"]}) == 16
+    safe = load_safe_private()
+    assert len(safe) == 130  # (creator, group, element) never repeats
+    for key in [
+        ("GEMS_PARM_01", 0x0043, 0x39),  # slice and b-value information
+        ("SIEMENS MR HEADER", 0x0019, 0x0C),  # B value
+        ("Philips PET Private Group", 0x7053, 0x00),  # SUV factor
+    ]:
+        assert key in safe, key
+    assert all(group % 2 == 1 for _, group, _ in safe)

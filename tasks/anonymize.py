@@ -221,15 +221,23 @@ def _mark(ds: Dataset, policy: Policy) -> None:
         ds.LongitudinalTemporalInformationModified = "REMOVED"
 
 
-def anonymize(ds: Dataset, policy: Policy, keys: Pseudonymizer) -> Dataset:
+def anonymize(
+    ds: Dataset,
+    policy: Policy,
+    keys: Pseudonymizer,
+    identity: tuple[frozenset[str], frozenset[str]] | None = None,
+) -> Dataset:
     """Anonymize `ds` in place and return it.
 
     The patient pseudonym comes from `patient_key` before any rule runs and becomes
-    both Patient ID and Patient Name. The file meta follows the new SOP Instance UID and
-    names us as the implementation that wrote the file.
+    both Patient ID and Patient Name. `identity` is `phi_gate.originals` of `ds` (taken
+    here when not given): the values *clean* takes out of text. The file meta follows the
+    new SOP Instance UID and names us as the implementation that wrote the file.
     """
     key = patient_key(ds)
-    whole, parts = phi_gate.originals(ds)
+    whole, parts = identity or phi_gate.originals(
+        ds, policy.gate_keywords(phi_gate.IDENTIFYING_KEYWORDS)
+    )
     walker = _Walker(policy, keys, keys.patient_id(key), keys.date_shift_days(key), whole, parts)
     walker.dataset(ds, None)
     # Type 2 in every image IOD, and the archive and catalog key on them.

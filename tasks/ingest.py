@@ -113,7 +113,7 @@ def archive_one(
         raise Rejected("burned-in", "BurnedInAnnotation is YES: the pixels may show identity")
     whole, parts = phi_gate.originals(ds, policy.gate_keywords(phi_gate.IDENTIFYING_KEYWORDS))
     original = mapping_row(ds)
-    anonymize(ds, policy, keys)
+    anonymize(ds, policy, keys, (whole, parts))
     try:
         phi_gate.check(ds, whole, parts)
     except phi_gate.PhiFound as found:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from tasks.replacements import DUMMY
@@ -59,11 +60,14 @@ class PhiFound(Exception):
         self.keyword = keyword
 
 
-def _values(ds: Dataset, keyword: str) -> Iterator[str]:
+def _values(ds: Dataset, keywords: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """(keyword, value) for each value of those attributes, at any depth, in one pass."""
+    wanted = {tag_for_keyword(k): k for k in keywords}
     for elem in ds.iterall():
-        if elem.keyword == keyword and elem.value not in (None, ""):
+        keyword = wanted.get(elem.tag)
+        if keyword and elem.value not in (None, ""):
             values = elem.value if elem.VM > 1 else [elem.value]
-            yield from (str(v).strip() for v in values)
+            yield from ((keyword, str(v).strip()) for v in values)
 
 
 def originals(
@@ -75,18 +79,17 @@ def originals(
     """
     whole: set[str] = set()
     parts: set[str] = set()
-    for keyword in keywords:
-        for value in _values(ds, keyword):
-            if len(value) >= MIN_TOKEN:
-                whole.add(value.upper())
-            if "Name" not in keyword:
-                continue
-            for token in _TOKEN.findall(value):
-                if ord(max(token)) >= IDEOGRAPHIC_START:
-                    if len(token) >= MIN_IDEOGRAPHIC:
-                        whole.add(token)
-                elif len(token) >= MIN_TOKEN:
-                    parts.add(token.upper())
+    for keyword, value in _values(ds, keywords):
+        if len(value) >= MIN_TOKEN:
+            whole.add(value.upper())
+        if "Name" not in keyword:
+            continue
+        for token in _TOKEN.findall(value):
+            if ord(max(token)) >= IDEOGRAPHIC_START:
+                if len(token) >= MIN_IDEOGRAPHIC:
+                    whole.add(token)
+            elif len(token) >= MIN_TOKEN:
+                parts.add(token.upper())
     return frozenset(whole - OURS), frozenset(parts - OURS)
 
 

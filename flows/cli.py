@@ -131,18 +131,18 @@ def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
     """Print the rule each attribute gets under the configured options and site rules."""
     from tasks.policy import build_policy
     from tasks.profile import ProfileError
-    from tasks.rules import RulesError, public_tag
+    from tasks.rules import RulesError
 
     try:
         policy = build_policy(settings.anonymize.options, settings.anonymize.site_rules)
     except (ProfileError, RulesError) as exc:
         raise SettingsError(f"anonymize: {exc}") from None
-    tags = [public_tag(a) for a in args.attributes]
-    unknown = [a for a, t in zip(args.attributes, tags, strict=True) if t is None]
-    if unknown:
-        raise CommandError(f"{unknown[0]}: not a DICOM keyword or a tag such as (0008,1030)")
-    rows = policy.describe([t for t in tags if t is not None] if tags else None)
-    print("\n".join(policy.method()))
+    try:
+        rows = [r for a in args.attributes for r in policy.lookup(a)] or policy.describe()
+    except LookupError as exc:
+        raise CommandError(str(exc)) from None
+    print("De-identification Method:")
+    print("\n".join(f"  {value}" for value in policy.method()))
     width = min(40, max(len(r[1]) for r in rows))
     for tag, keyword, action, origin in rows:
         print(f"{tag}  {keyword:<{width}}  {action:<17}  {origin}")

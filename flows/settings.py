@@ -9,6 +9,7 @@ Precedence, highest first: environment variables (``DICOMFLOW_DATA_DIR``,
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from pathlib import Path
@@ -23,9 +24,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from receiver.settings import ReceiverSettings
-from tasks.profile import ProfileOption, check_options
+from tasks.profile import check_options
 
 CONFIG_ENV = "DICOMFLOW_CONFIG"
 
@@ -71,7 +73,7 @@ class AnonymizeSettings(BaseModel):
             raise ValueError("must not be empty (leave it unset to have one generated)")
         return value
 
-    options: list[ProfileOption] = Field(
+    options: list[str] = Field(
         default_factory=list,
         description=(
             "PS3.15 Table E.1-1 options on top of the Basic Profile, e.g. "
@@ -233,7 +235,7 @@ def load_settings(config_file: Path | str | None = None) -> Settings:
     """
     path_text = config_file or os.environ.get(CONFIG_ENV)
     values: dict[str, Any] = {}
-    source = "environment"
+    source = ""
     if path_text:
         path = Path(path_text)
         source = str(path)
@@ -248,5 +250,12 @@ def load_settings(config_file: Path | str | None = None) -> Settings:
     try:
         return Settings(**values)
     except ValidationError as exc:
-        where = f"from {source} or DICOMFLOW_*"
+        where = f"in {source} or a DICOMFLOW_ variable" if path_text else "in a DICOMFLOW_ variable"
         raise SettingsError(f"invalid setting {_describe(exc)} ({where})") from None
+    except PydanticSettingsError as exc:  # a list or table in a variable that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        prefix = f"DICOMFLOW_{field[1].upper()}__*" if field else "DICOMFLOW_*"
+        raise SettingsError(
+            f"a {prefix} variable is not valid JSON: lists are written as JSON, e.g. "
+            """DICOMFLOW_ANONYMIZE__OPTIONS='["clean-descriptors"]'"""
+        ) from None

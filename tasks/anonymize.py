@@ -7,6 +7,7 @@ creator goes when nothing of its block is left. Pixel data is never touched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR
@@ -20,13 +21,15 @@ from pydicom.uid import UID
 from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from tasks import phi_gate
 from tasks.policy import Policy
-from tasks.pseudonyms import Pseudonymizer, is_standard_uid
+from tasks.pseudonyms import Pseudonymizer, is_registered_uid, is_standard_uid
 from tasks.replacements import clean_text, dummy, max_length, shift_date
-from tasks.rules import Action, PrivateKey, Rule
+from tasks.rules import DATE_VRS, HASHABLE_VRS, Action, PrivateKey, Rule
 
 PATIENT_ID = BaseTag(0x00100020)
+ARCHIVE_KEYS = frozenset(BaseTag(t) for t in (0x00020003, 0x00080018, 0x0020000D, 0x0020000E))
+"""Media Storage SOP Instance, SOP Instance, Study and Series Instance UIDs: they key
+the archive, so they are always remapped, even when a sender put a registered UID there."""
 TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UT", "UR"})
-DATE_VRS = frozenset({"DA", "DT"})
 
 
 def patient_key(ds: Dataset) -> str:
@@ -54,6 +57,10 @@ def rule_vr(elem: DataElement) -> str:
     except KeyError:
         return str(elem.VR)
     return str(elem.VR) if " or " in vr else vr
+
+
+def _never(_: str) -> bool:
+    return False
 
 
 def _values(value: object) -> list[object]:
@@ -131,20 +138,19 @@ class _Walker:
             elem.value = rule.value
         elif action is Action.PATIENT:
             self._patient(elem)
-        elif action is Action.UID:
-            # Named by a rule: names an object, so always remapped, whatever its root.
-            self._uid(elem, vr, keep_standard=rule.origin.startswith("dicomflow:"))
-        elif vr == "UI":
-            self._uid(elem, vr, keep_standard=False)
+        elif action is Action.UID or vr == "UI":
+            self._uid(elem, vr, fallback=rule.origin.startswith("dicomflow:"))
         elif action is Action.DUMMY:
             elem.value = dummy(vr)
         elif action is Action.CLEAN:
             self._clean(ds, elem, vr)
-        elif action is Action.HASH:
+        elif action is Action.HASH and vr in HASHABLE_VRS:
             n = max_length(vr)
             elem.value = [self.keys.text(str(v), n) for v in _values(elem.value)] or None
-        elif action is Action.SHIFT_DATE:
+        elif action is Action.SHIFT_DATE and vr in DATE_VRS:
             self._shift(elem, vr)
+        elif action in (Action.HASH, Action.SHIFT_DATE):
+            del ds[elem.tag]  # a private element of another VR: fail closed
 
     def _sequence(
         self, ds: Dataset, elem: DataElement, action: Action, inside: Action | None
@@ -167,13 +173,22 @@ class _Walker:
         else:
             elem.value = self.patient
 
-    def _uid(self, elem: DataElement, vr: str, keep_standard: bool) -> None:
-        """Remap every UID; `keep_standard` spares those the standard defines (SOP classes...)."""
+    def _uid(self, elem: DataElement, vr: str, fallback: bool) -> None:
+        """Remap each UID. Registered ones (SOP classes, transfer syntaxes) stay, except
+        in the archive keys; where no rule names the attribute, anything under the
+        standard's root stays too."""
         if vr != "UI":
             elem.value = dummy(vr)
             return
+        keep: Callable[[str], bool]
+        if fallback:
+            keep = is_standard_uid
+        elif elem.tag in ARCHIVE_KEYS:
+            keep = _never
+        else:
+            keep = is_registered_uid
         new = [
-            v if keep_standard and is_standard_uid(str(v)) else self.keys.uid(str(v))
+            v if keep(str(v)) else self.keys.uid(str(v))
             for v in _values(elem.value)
             if str(v).strip("\x00 ")
         ]

@@ -115,7 +115,7 @@ def archive_one(
     original = mapping_row(ds)
     anonymize(ds, policy, keys, (whole, parts))
     try:
-        phi_gate.check(ds, whole, parts)
+        phi_gate.check(ds, whole, parts, policy.own_values)
     except phi_gate.PhiFound as found:
         raise Rejected("phi-gate", str(found)) from None
     relpath = archive_relpath(ds)

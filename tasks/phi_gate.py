@@ -93,11 +93,15 @@ def originals(
     return frozenset(whole - OURS), frozenset(parts - OURS)
 
 
-def check(ds: Dataset, whole: frozenset[str], parts: frozenset[str]) -> None:
-    """Raise `PhiFound` if a text element of `ds` (or its file meta) holds an original value.
+def check(
+    ds: Dataset, whole: frozenset[str], parts: frozenset[str], ours: frozenset[str] = frozenset()
+) -> None:
+    """Raise `PhiFound` if a text value of `ds` (or its file meta) holds an original value.
 
     Whole values match anywhere inside a text; name parts match whole words only, so
-    a surname does not flag every word it happens to be part of.
+    a surname does not flag every word it happens to be part of. Values in `ours` are
+    what the anonymizer wrote itself (method markers, a site's fixed replacements)
+    and are not searched: a patient called Hospital is not in 'Research Hospital'.
     """
     if not whole and not parts:
         return
@@ -108,6 +112,11 @@ def check(ds: Dataset, whole: frozenset[str], parts: frozenset[str]) -> None:
     for elem in elements:
         if elem.VR not in TEXT_VRS or elem.value in (None, ""):
             continue
-        text = str(elem.value).upper()
-        if any(value in text for value in whole) or parts.intersection(_TOKEN.findall(text)):
-            raise PhiFound(elem.keyword)
+        values = elem.value if elem.VM > 1 else [elem.value]
+        for value in values:
+            text = str(value).strip(" \x00")
+            if text in ours:
+                continue
+            text = text.upper()
+            if any(w in text for w in whole) or parts.intersection(_TOKEN.findall(text)):
+                raise PhiFound(elem.keyword)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -22,7 +23,16 @@ from tasks.profile import (
     load_table,
     profile_rules,
 )
-from tasks.rules import ADDITIONS, Action, PrivateKey, Rule, SiteRules, load_rules
+from tasks.rules import (
+    ADDITIONS,
+    PRIVATE_ELEMENT,
+    Action,
+    PrivateKey,
+    Rule,
+    SiteRules,
+    load_rules,
+    public_tag,
+)
 
 FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 """Where anything may be written. Inside a sequence the profile replaces (D) or
@@ -93,13 +103,35 @@ class Policy:
             (f"({m.mask[:4]},{m.mask[4:]})", "", m.rule.action.value, m.rule.origin)
             for m in self.masks
         ]
-        rows += [
-            (f"({g:04X},xx{e:02X})", creator, r.action.value, r.origin)
-            for (creator, g, e), r in sorted(self.private_rules.items())
-        ]
+        rows += [self._private_row(key, r) for key, r in sorted(self.private_rules.items())]
         safe = " (safe ones of E.3.10-1 kept)" if self.safe_private else ""
         rows.append(("(gggg,xxxx)", "other private", "remove", self.private.origin + safe))
         return rows
+
+    def lookup(self, name: str) -> list[tuple[str, str, str, str]]:
+        """`describe` rows for a keyword, a tag, a private ``(gggg,xxee)`` or a private
+        creator; raises `LookupError` when `name` is none of these."""
+        tag = public_tag(name)
+        if tag is not None:
+            return self.describe([tag])
+        private = PRIVATE_ELEMENT.match(name.strip())
+        wanted = (int(private[1], 16), int(private[2], 16)) if private else None
+        rows = [
+            self._private_row(key, rule)
+            for key, rule in sorted(self.private_rules.items())
+            if key[0] == name or key[1:] == wanted
+        ]
+        if private is None and not rows:
+            raise LookupError(
+                f"{name}: not a DICOM keyword, a tag such as (0008,1030), "
+                "a private element such as (0019,xx0C) or a private creator here"
+            )
+        return [*rows, self.describe()[-1]] if private else rows
+
+    @staticmethod
+    def _private_row(key: PrivateKey, rule: Rule) -> tuple[str, str, str, str]:
+        creator, group, element = key
+        return (f"({group:04X},xx{element:02X})", creator, rule.action.value, rule.origin)
 
     def _fallback(self, tag: int) -> Rule:
         if BaseTag(tag).is_private:
@@ -131,6 +163,14 @@ class Policy:
         values += [OPTIONS[o][1] for o in sorted(self.options)]
         values.append(f"site rules: {self.site_name}"[:64])
         return values
+
+    @cached_property
+    def own_values(self) -> frozenset[str]:
+        """Text the anonymizer writes itself: markers, code meanings, fixed replacements."""
+        values = {*self.method(), *(meaning for _, meaning in self.method_codes())}
+        values |= {r.value for r in self.by_tag.values() if r.value is not None}
+        values |= {r.value for r in self.private_rules.values() if r.value is not None}
+        return frozenset(values)
 
     def method_codes(self) -> list[tuple[str, str]]:
         """(code value, code meaning) of CID 7050 for the profile and each option."""

@@ -12,7 +12,6 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
 from tasks.rules import Action, PrivateKey, Rule
 
@@ -40,21 +39,6 @@ OPTIONS = {
 }
 """The options of Table E.1-1, by the names its columns have in the source data, with
 their codes and meanings in CID 7050 (De-identification Method), coding scheme DCM."""
-
-ProfileOption = Literal[
-    "retain-safe-private",
-    "retain-uids",
-    "retain-device-identity",
-    "retain-institution-identity",
-    "retain-patient-characteristics",
-    "retain-long-full-dates",
-    "retain-long-modified-dates",
-    "clean-descriptors",
-    "clean-structured-content",
-    "clean-graphics",
-]
-"""The option names as a type, for typed settings."""
-assert set(get_args(ProfileOption)) == set(OPTIONS)
 
 BASIC_PROFILE = ("113100", "Basic Application Confidentiality Profile")
 
@@ -174,8 +158,11 @@ def load_safe_private(path: Path = SAFE_PRIVATE_FILE) -> frozenset[PrivateKey]:
 
 
 def _action(row: ProfileRow, letter: str, options: frozenset[str]) -> Action:
-    if letter == "C" and row.vr in ("DA", "DT") and "retain-long-modified-dates" in options:
-        return Action.SHIFT_DATE
+    if letter == "C" and "retain-long-modified-dates" in options:
+        if row.vr in ("DA", "DT"):
+            return Action.SHIFT_DATE
+        if row.vr == "TM":
+            return Action.KEEP  # a time of day says nothing once the date has moved
     return CODES[letter]
 
 

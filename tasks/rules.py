@@ -60,8 +60,20 @@ class Rule:
     value: str | None = None
 
 
-PRIVATE_ELEMENT = re.compile(r"^\(?([0-9A-Fa-f]{4}),\s*[xX]{2}([0-9A-Fa-f]{2})\)?$")
-TAG = re.compile(r"^\(?([0-9A-Fa-f]{4}),?\s*([0-9A-Fa-f]{4})\)?$")
+PRIVATE_ELEMENT = re.compile(r"^\(([0-9A-Fa-f]{4}),\s*[xX]{2}([0-9A-Fa-f]{2})\)$")
+TAG = re.compile(r"^\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)$|^([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})$")
+
+RESERVED = {
+    0x00100010: "PatientName and PatientID always get the patient pseudonym",
+    0x00100020: "PatientName and PatientID always get the patient pseudonym",
+    0x7FE00010: "pixel data is never changed by anonymization",
+    0x7FE00008: "pixel data is never changed by anonymization",
+    0x7FE00009: "pixel data is never changed by anonymization",
+}
+"""Attributes a rules file may not name, and why."""
+
+MAX_NAME = 52
+"""A rule set's name goes into De-identification Method (LO, 64) after 'site rules: '."""
 
 HASHABLE_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 DATE_VRS = frozenset({"DA", "DT"})
@@ -79,11 +91,15 @@ class SiteRules:
     private: dict[PrivateKey, Rule] = field(default_factory=dict)
 
 
-def _line_of(text: str, key: str) -> int:
-    """The first line on which `key` appears as a key (tomllib gives no positions)."""
+def _line_of(text: str, key: str, after: int = 0) -> int:
+    """The first line after line `after` on which `key` is a key or names a table
+    (tomllib gives no positions)."""
     quoted = rf"(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')"
-    pattern = re.compile(rf"^\s*{quoted}\s*=", re.MULTILINE)
-    found = pattern.search(text)
+    pattern = re.compile(rf"^[ \t]*(?:{quoted}[ \t]*=|\[+[^\]\n]*{quoted}[ \t]*\])", re.M)
+    start = 0
+    for _ in range(after):
+        start = text.find("\n", start) + 1
+    found = pattern.search(text, start)
     return text.count("\n", 0, found.start()) + 1 if found else 0
 
 
@@ -92,9 +108,10 @@ def public_tag(key: str) -> int | None:
     tag = tag_for_keyword(key)
     if tag is not None:
         return int(tag)
-    match = TAG.match(key)
+    match = TAG.match(key.strip())
     if match:
-        return int(Tag(int(match[1], 16), int(match[2], 16)))
+        group, element = (match[1], match[2]) if match[1] else (match[3], match[4])
+        return int(Tag(int(group, 16), int(element, 16)))
     return None
 
 
@@ -127,12 +144,15 @@ class _Reader:
             try:
                 action = Action(str(value))
             except ValueError:
-                choices = ", ".join(a.value for a in Action if a is not Action.REPLACE)
+                hidden = (Action.REPLACE, Action.PATIENT)
+                choices = ", ".join(a.value for a in Action if a not in hidden)
                 raise self.fail(
                     key, f'unknown action {value!r} (one of: {choices}; or {{ replace = "..." }})'
                 ) from None
             if action is Action.PATIENT:
                 raise self.fail(key, "patient-pseudonym is reserved for PatientID and PatientName")
+        if action is Action.UID and vr and vr != "UI":
+            raise self.fail(key, f"uid needs a UI attribute; this one is {vr}")
         if action is Action.HASH and vr and vr not in HASHABLE_VRS:
             raise self.fail(key, f"hash needs a text attribute; this one is {vr}")
         if action is Action.SHIFT_DATE and vr and vr not in DATE_VRS:
@@ -148,12 +168,19 @@ class _Reader:
         if not isinstance(table, dict):
             raise RulesError(f"{self.origin}: [attributes] must be a table")
         rules: dict[int, Rule] = {}
+        keys: dict[int, str] = {}
         for key, value in table.items():
             tag = public_tag(key)
             if tag is None:
                 raise self.fail(key, "not a DICOM keyword or a tag such as (0008,1030)")
             if Tag(tag).is_private:
                 raise self.fail(key, 'a private attribute goes under [private."CREATOR"]')
+            if tag in RESERVED:
+                raise self.fail(key, f"cannot be changed by rules: {RESERVED[tag]}")
+            if tag in keys:
+                first = _line_of(self.text, keys[tag])
+                raise self.fail(key, f"the same attribute as {keys[tag]} (line {first})")
+            keys[tag] = key
             rules[tag] = self.rule(key, value, _vr(tag))
         return rules
 
@@ -162,10 +189,12 @@ class _Reader:
             raise RulesError(f'{self.origin}: [private."CREATOR"] must be tables')
         rules: dict[PrivateKey, Rule] = {}
         for creator, elements in table.items():
+            if not creator.strip():
+                raise RulesError(f'{self.origin}: [private.""]: the private creator is empty')
             if not isinstance(elements, dict):
                 raise self.fail(creator, 'must be a table of "(gggg,xxee)" = action')
             for key, value in elements.items():
-                match = PRIVATE_ELEMENT.match(key)
+                match = PRIVATE_ELEMENT.match(key.strip())
                 if not match or int(match[1], 16) % 2 == 0:
                     raise self.fail(key, "not a private element such as (0019,xx0C)")
                 rules[(creator, int(match[1], 16), int(match[2], 16))] = self.rule(key, value, "")
@@ -183,8 +212,11 @@ def parse_rules(text: str, origin: str) -> SiteRules:
     if unknown:
         key = sorted(unknown)[0]
         raise reader.fail(key, "unknown key (expected name, [attributes], [private.CREATOR])")
+    name = data.get("name", Path(origin).stem)
+    if not isinstance(name, str) or not name.strip() or "\\" in name or len(name) > MAX_NAME:
+        raise reader.fail("name", f"must be text of 1 to {MAX_NAME} characters, no backslash")
     return SiteRules(
-        name=str(data.get("name", Path(origin).stem)),
+        name=name.strip(),
         by_tag=reader.attributes(data.get("attributes", {})),
         private=reader.private(data.get("private", {})),
     )

@@ -188,3 +188,20 @@ def test_phi_gate_ignores_a_patient_already_called_like_our_dummies(ctx: IngestC
     ds.InstitutionName = "General Hospital"  # becomes ANONYMIZED, like the original name
     outcome = run_batch(ctx, [land(ctx, ds)])
     assert outcome.new == 1 and reasons(ctx) == []
+
+
+def test_phi_gate_does_not_flag_what_the_anonymizer_wrote(
+    ctx: IngestContext, tmp_path: Path
+) -> None:
+    """A patient called like a word of the site's replacement or of the method markers."""
+    rules = tmp_path / "site.toml"
+    rules.write_text(
+        'name = "Smith lab cohort"\n'
+        '[attributes]\nInstitutionName = { replace = "St Mary Hospital" }\n'
+    )
+    ctx = dataclasses.replace(ctx, site_rules=rules, options=("retain-long-modified-dates",))
+    ds = ct()
+    ds.PatientName = "Smith^Mary"
+    ds.OtherPatientNames = "Dates^Hospital"
+    outcome = run_batch(ctx, [land(ctx, ds)])
+    assert outcome.new == 1 and reasons(ctx) == []

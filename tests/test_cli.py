@@ -211,7 +211,7 @@ def test_policy_shows_each_attributes_rule_under_the_settings(tmp_path: Path) ->
     result = run("policy", "StudyDescription", "SOPInstanceUID", "(0008,0080)", "Rows", env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "Retain UIDs Option" in lines and "site rules: ours" in lines
+    assert "  Retain UIDs Option" in lines and "  site rules: ours" in lines
     rules = {line.split()[1]: line.split()[2] for line in lines if line.startswith("(")}
     assert rules == {
         "StudyDescription": "keep",

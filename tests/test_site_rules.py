@@ -114,7 +114,7 @@ def test_shift_date_uses_the_patients_offset(site_file: Path) -> None:
         ('[attributes]\nStudyDate = { with = "x" }\n', "line 2: StudyDate: a table rule must be"),
         (
             '[attributes]\nPatientID = "patient-pseudonym"\n',
-            "line 2: PatientID: patient-pseudonym is reserved",
+            "line 2: PatientID: cannot be changed by rules",
         ),
         (
             '[attributes]\n"(0009,1001)" = "keep"\n',
@@ -126,6 +126,18 @@ def test_shift_date_uses_the_patients_offset(site_file: Path) -> None:
         ),
         ('colour = "blue"\n', "line 1: colour: unknown key"),
         ("[attributes\n", "not valid TOML"),
+        ('[attributes]\nStudyDate = "uid"\n', "line 2: StudyDate: uid needs a UI attribute"),
+        ('[attributes]\nPixelData = "remove"\n', "line 2: PixelData: cannot be changed by rules"),
+        ('[attributes]\nPatientName = "keep"\n', "line 2: PatientName: cannot be changed by rules"),
+        (
+            '[attributes]\nStudyDescription = "keep"\n"(0008,1030)" = "remove"\n',
+            "line 3: (0008,1030): the same attribute as StudyDescription (line 2)",
+        ),
+        ('[private."ACME"]\n"(0019,xx0C" = "keep"\n', "line 2: (0019,xx0C: not a private element"),
+        ('[private.""]\n"(0019,xx0C)" = "keep"\n', "the private creator is empty"),
+        ("name = 3\n", "line 1: name: must be text"),
+        ('name = "a\\\\b"\n', "line 1: name: must be text"),
+        ("\n[attribute]\nRows = 1\n", "line 2: attribute: unknown key"),
     ],
 )
 def test_invalid_rules_name_the_line(text: str, message: str) -> None:
@@ -138,3 +150,23 @@ def test_invalid_rules_name_the_line(text: str, message: str) -> None:
 def test_missing_rules_file_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match=r"rules file .*nope.toml: No such file"):
         build_policy([], tmp_path / "nope.toml")
+
+
+def test_a_rule_that_cannot_apply_fails_closed(tmp_path: Path) -> None:
+    """shift-date or hash on a private element of another VR removes it, never keeps it."""
+    rules = tmp_path / "site.toml"
+    rules.write_text('[private."ACME 1.0"]\n"(0009,xx01)" = "shift-date"\n"(0009,xx03)" = "hash"\n')
+    ds = ct_with_private()
+    block = ds.private_block(0x0009, "ACME 1.0")
+    block.add_new(0x03, "SL", 912)
+    out = anonymize(ds, build_policy([], rules), KEYS)
+    assert not [e for e in out if e.tag.is_private and not e.tag.is_private_creator]
+
+
+def test_uid_rules_keep_registered_uids(tmp_path: Path) -> None:
+    rules = tmp_path / "site.toml"
+    rules.write_text('[attributes]\nSOPClassUID = "uid"\n')
+    original = ct_with_private()
+    out = anonymize(ct_with_private(), build_policy([], rules), KEYS)
+    assert out.SOPClassUID == original.SOPClassUID  # a SOP class names no patient
+    assert out.SOPInstanceUID == KEYS.uid(original.SOPInstanceUID)

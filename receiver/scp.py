@@ -13,6 +13,8 @@ import logging
 import socket
 import threading
 import time
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,6 +135,24 @@ class ReceiptCounter:
                 self.failed += 1
 
 
+class AssociationIds:
+    """A short random id per association, so receipts of one association can be grouped.
+
+    Held weakly: an association that ends takes its id with it.
+    """
+
+    def __init__(self) -> None:
+        self._ids: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def of(self, assoc: object) -> str:
+        with self._lock:
+            found = self._ids.get(assoc)
+            if found is None:
+                found = self._ids[assoc] = uuid.uuid4().hex[:16]
+            return found
+
+
 def is_unknown_sop_class(uid: str) -> bool:
     """Neither in pydicom's UID dictionary nor in our storage classes: private or newer."""
     return not UID(uid).keyword and uid not in STORAGE_SOP_CLASSES
@@ -206,14 +226,22 @@ def _peer(event: Event) -> tuple[str, str]:
     return printable(requestor.ae_title), f"{requestor.address}:{requestor.port}"
 
 
-def _receipt(event: Event, status: int, nbytes: int, path: Path | None, ms: float) -> str:
-    """One JSON line per answered C-STORE: who sent what, and what we said."""
+def _receipt(
+    event: Event, association_id: str, status: int, nbytes: int, path: Path | None, ms: float
+) -> str:
+    """One JSON line per answered C-STORE: who sent what, and what we said.
+
+    A C-STORE that is a sub-operation of someone's C-MOVE names the AE title and
+    message id of that C-MOVE (its Move Originator), which links the instance to it.
+    """
     request = cast(C_STORE, event.request)
     calling_ae, peer = _peer(event)
     called_ae = cast(A_ASSOCIATE, event.assoc.requestor.primitive).called_ae_title
+    originator = request.MoveOriginatorApplicationEntityTitle
     return json.dumps(
         {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "association_id": association_id,
             "calling_ae": calling_ae,
             "called_ae": called_ae,
             "peer": peer,
@@ -223,12 +251,16 @@ def _receipt(event: Event, status: int, nbytes: int, path: Path | None, ms: floa
             "bytes": nbytes,
             "status": f"0x{status:04X}",
             "landing_path": str(path) if path else None,
+            "move_originator_ae": printable(originator.strip()) if originator else None,
+            "move_originator_message_id": request.MoveOriginatorMessageID,
             "ms": round(ms, 2),
         }
     )
 
 
-def handle_store(event: Event, landing: LandingZone, counter: ReceiptCounter) -> int:
+def handle_store(
+    event: Event, landing: LandingZone, counter: ReceiptCounter, ids: AssociationIds
+) -> int:
     """Write the dataset as received (with its file meta) durably, then answer.
 
     Success is returned only after the landed file is fsynced and renamed. A write
@@ -258,7 +290,7 @@ def handle_store(event: Event, landing: LandingZone, counter: ReceiptCounter) ->
     if status == Status.SUCCESS and sop_class not in STORAGE_SOP_CLASSES:
         LOGGER.warning("stored an instance of unknown SOP class %s", sop_class)
     ms = (time.perf_counter() - started) * 1000
-    RECEIPTS.info(_receipt(event, status, len(data), path, ms))
+    RECEIPTS.info(_receipt(event, ids.of(event.assoc), status, len(data), path, ms))
     return status
 
 
@@ -344,7 +376,7 @@ def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
     ae = build_ae(settings)
     counter = ReceiptCounter()
     handlers: list[Any] = [
-        (evt.EVT_C_STORE, handle_store, [landing, counter]),
+        (evt.EVT_C_STORE, handle_store, [landing, counter, AssociationIds()]),
         (evt.EVT_ACCEPTED, handle_accepted),
         (evt.EVT_RELEASED, handle_association),
         (evt.EVT_ABORTED, handle_association),

@@ -89,16 +89,19 @@ def test_storescu_compressed_is_stored_as_received(
 
 def test_landed_file_has_our_meta_and_receipt(receiver: Receiver, settings, caplog) -> None:
     caplog.set_level(logging.INFO, logger="dicomflow.receipts")
-    source = Path(get_testdata_file("MR_small.dcm"))
-    results = send_files([source], "127.0.0.1", receiver.port, "DICOMFLOW")
-    assert [r.status for r in results] == [0x0000]
-    (path,) = landed(settings.landing)
+    sources = [Path(get_testdata_file(n)) for n in ("MR_small.dcm", "CT_small.dcm")]
+    for _ in range(2):  # two associations
+        results = send_files(sources, "127.0.0.1", receiver.port, "DICOMFLOW")
+        assert [r.status for r in results] == [0x0000, 0x0000]
+    path = landed(settings.landing)[0]
     ds = dcmread(path)
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     receipts = [
         json.loads(r.getMessage()) for r in caplog.records if r.name == "dicomflow.receipts"
     ]
-    assert len(receipts) == 1
+    assert len(receipts) == 4
+    ids = [r["association_id"] for r in receipts]
+    assert ids[0] == ids[1] != ids[2] == ids[3]
     receipt = receipts[0]
     assert receipt["calling_ae"] == "DICOMFLOW_SCU"
     assert receipt["sop_instance"] == ds.SOPInstanceUID
@@ -106,6 +109,7 @@ def test_landed_file_has_our_meta_and_receipt(receiver: Receiver, settings, capl
     assert receipt["bytes"] == path.stat().st_size
     assert receipt["transfer_syntax"] == ExplicitVRLittleEndian
     assert receipt["status"] == "0x0000"
+    assert receipt["move_originator_ae"] is None  # not sent for anyone's C-MOVE
 
 
 def test_same_instance_twice_lands_twice(receiver: Receiver, settings) -> None:

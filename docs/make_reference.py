@@ -11,8 +11,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from catalog.schema import KEYS, TABLES
-from flows.settings import AnonymizeSettings, AutoloadSettings, Settings
-from receiver.settings import ReceiverSettings
+from flows.settings import AnonymizeSettings, AutoloadSettings, RetrieveSettings, Settings
+from receiver.settings import ReceiverSettings, RemoteNode, ScuSettings
 
 DOCS = Path(__file__).resolve().parent
 
@@ -38,6 +38,14 @@ batch_size = 200
 
 [anonymize]
 salt = "a long random secret"
+
+[nodes.pacs]          # a remote node: `dicomflow echo pacs`, `find pacs`, `retrieve --node pacs`
+ae_title = "PACS"
+host = "pacs.hospital.example"
+port = 104
+
+[retrieve]
+window = "20:00-06:00"
 ```
 
 | setting | environment variable | default | meaning |
@@ -87,9 +95,10 @@ def setting_rows(model: type[BaseModel], section: str) -> list[str]:
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             continue  # a section, listed on its own
         key = f"{section}.{name}" if section else name
-        env = "DICOMFLOW_" + (f"{section}__" if section else "").upper() + name.upper()
+        prefix = section.replace(".", "__") + "__" if section else ""
+        env = "DICOMFLOW_" + prefix.upper() + name.upper()
         value = field.get_default(call_default_factory=True)
-        default = "" if value is None else value
+        default = "(required)" if field.is_required() else "" if value is None else value
         rows.append(f"| `{key}` | `{env}` | {default} | {field.description} |")
     return rows
 
@@ -100,6 +109,9 @@ def configuration() -> str:
         (ReceiverSettings, "receiver"),
         (AutoloadSettings, "autoload"),
         (AnonymizeSettings, "anonymize"),
+        (ScuSettings, "scu"),
+        (RetrieveSettings, "retrieve"),
+        (RemoteNode, "nodes.NAME"),
     ]
     rows = [row for model, section in sections for row in setting_rows(model, section)]
     return CONFIG_INTRO + "\n".join(rows) + "\n" + CONFIG_OUTRO

@@ -44,16 +44,22 @@ class AutoloadSummary:
 
 
 @contextmanager
-def exclusive(lock_path: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on `lock_path` if free; yields whether we got it."""
+def exclusive(lock_path: Path, wait_seconds: float = 0.0) -> Iterator[bool]:
+    """Hold an exclusive lock on `lock_path`, waiting up to `wait_seconds` for it to be
+    free; yields whether we got it."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_seconds
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.2)
         yield True
     finally:
         os.close(fd)
@@ -95,23 +101,26 @@ def run_name() -> str:
 
 
 @flow(name="autoload", flow_run_name=run_name, log_prints=False)
-def autoload(config_file: str | None = None) -> AutoloadSummary:
+def autoload(
+    config_file: str | None = None, wait_for_lock_seconds: float = 0.0
+) -> AutoloadSummary:
     """Process every completed landed file: anonymize, archive, catalog, then clear landing.
 
     `config_file` is the TOML settings file (else ``DICOMFLOW_CONFIG`` and the
-    environment). Only one autoload works on a data root at a time.
+    environment). Only one autoload works on a data root at a time: a run that finds
+    another at work waits up to `wait_for_lock_seconds`, then skips.
     """
     settings = load_settings(config_file)
     preflight(settings)
-    return run_autoload(settings)
+    return run_autoload(settings, wait_for_lock_seconds)
 
 
-def run_autoload(settings: Settings) -> AutoloadSummary:
+def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> AutoloadSummary:
     """The body of `autoload`, for callers that already hold settings."""
     logger = get_run_logger()
     summary = AutoloadSummary()
     started = time.perf_counter()
-    with exclusive(settings.data_dir / "autoload.lock") as owner:
+    with exclusive(settings.data_dir / "autoload.lock", wait_for_lock_seconds) as owner:
         if not owner:
             summary.skipped = "another autoload run holds the lock"
             logger.info("skipped: %s", summary.skipped)

@@ -1,4 +1,4 @@
-"""The `dicomflow` command: receiver, autoload, serve, sql, policy and demo.
+"""The `dicomflow` command: receiver, autoload, serve, sql, policy, demo and remote nodes.
 
 Only this module exits the process; everything below raises typed errors, which
 `main` turns into one line on stderr.
@@ -17,6 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flows.args import positive_int
+from flows.remote import RemoteError, add_commands
 from flows.serve import ServeError
 from flows.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 from receiver.scp import ReceiverError
@@ -64,7 +66,9 @@ def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
 
     configure_logging(settings.data_dir, args.verbose)
     stop = _stop_on_signal()
-    receiver = start_receiver(_receiver_settings(settings, args), settings.landing)
+    receiver = start_receiver(
+        _receiver_settings(settings, args), settings.landing, settings.move_ledger()
+    )
     try:
         stop.wait()
     finally:
@@ -226,16 +230,6 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = argparse.ArgumentParser(
@@ -277,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sql.add_argument("--out", metavar="FILE", help="write the result to FILE instead")
     sql.add_argument(
-        "--max-rows", type=_positive_int, default=50, help="rows shown as a table (50)"
+        "--max-rows", type=positive_int, default=50, help="rows shown as a table (50)"
     )
     sql.set_defaults(func=cmd_sql)
 
@@ -297,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send real sample files to a local receiver, autoload, summarize",
     )
     demo.set_defaults(func=cmd_demo)
+    add_commands(sub, common)
     return parser
 
 
@@ -318,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         return int(args.func(settings, args))
-    except (SettingsError, CommandError, ServeError, ReceiverError) as exc:
+    except (SettingsError, CommandError, ServeError, ReceiverError, RemoteError) as exc:
         print(f"dicomflow: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE
     except KeyboardInterrupt:

@@ -113,7 +113,9 @@ def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
         from flows.autoload import autoload
 
         with temporary_settings({PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
-            receiver = start_receiver(receiver_settings, settings.landing)
+            receiver = start_receiver(
+                receiver_settings, settings.landing, settings.move_ledger()
+            )
             try:
                 interval = settings.autoload.interval_seconds
                 runner = Runner(

@@ -26,7 +26,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-from receiver.settings import ReceiverSettings
+from receiver.move_ledger import MoveLedger, ledger_dir
+from receiver.settings import ReceiverSettings, RemoteNode, ScuSettings
 from tasks.profile import check_options
 
 CONFIG_ENV = "DICOMFLOW_CONFIG"
@@ -107,6 +108,79 @@ class AnonymizeSettings(BaseModel):
         return sorted(set(value))
 
 
+TIME_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class RetrieveSettings(BaseModel):
+    """How the retrieve flow treats a PACS: gently, in its window, and not when it is down."""
+
+    model_config = {"extra": "forbid"}
+
+    window: str | None = Field(
+        None,
+        description=(
+            'Local time window for C-MOVEs, "HH:MM-HH:MM" (may wrap midnight, e.g. '
+            '"20:00-06:00"); unset: any time.'
+        ),
+    )
+    outside_window: Literal["wait", "stop"] = Field(
+        "wait",
+        description="Outside the window: wait for it to open, or stop (a re-run does the rest).",
+    )
+    retries: int = Field(
+        3, ge=0, le=20, description="Retries of a study after a transient failure (busy, timeout)."
+    )
+    retry_delay_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="Delay before the first retry; doubled for each further one.",
+    )
+    max_rerequests: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Rounds of re-requesting the missing series (then images) of a short study.",
+    )
+    breaker_failures: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Consecutive echo or association failures that open a node's circuit breaker.",
+    )
+    breaker_cooldown_seconds: float = Field(
+        600.0,
+        gt=0,
+        le=7 * 86400,
+        allow_inf_nan=False,
+        description="How long a node with an open breaker is left alone.",
+    )
+    autoload_wait_seconds: float = Field(
+        600.0,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description=(
+            "How long the completeness check waits for a running autoload to finish "
+            "before it counts what is archived."
+        ),
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        text = value.replace(" ", "")
+        if not TIME_WINDOW.match(text):
+            raise ValueError(f'{value!r} is not "HH:MM-HH:MM" (24-hour clock)')
+        start, end = text.split("-")
+        if start == end:
+            raise ValueError("the window must not start and end at the same time")
+        return text
+
+
 class Settings(BaseSettings):
     """Everything dicomflow needs to run, in one object."""
 
@@ -125,6 +199,20 @@ class Settings(BaseSettings):
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     autoload: AutoloadSettings = Field(default_factory=AutoloadSettings)
     anonymize: AnonymizeSettings = Field(default_factory=AnonymizeSettings)
+    scu: ScuSettings = Field(default_factory=ScuSettings)
+    retrieve: RetrieveSettings = Field(default_factory=RetrieveSettings)
+    nodes: dict[str, RemoteNode] = Field(
+        default_factory=dict,
+        description="Remote DICOM nodes by name, as [nodes.NAME] tables: ae_title, host, port.",
+    )
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names(cls, value: dict[str, RemoteNode]) -> dict[str, RemoteNode]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", name) or "@" in name:
+                raise ValueError(f"node name {name!r}: letters, digits, '_', '-' and '.' only")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -180,6 +268,15 @@ class Settings(BaseSettings):
     @property
     def catalog(self) -> Path:
         return self.catalog_dir or self.data_dir / "catalog"
+
+    @property
+    def retrieve_dir(self) -> Path:
+        """Retrieval jobs' outcome tables and breaker state; holds original identifiers."""
+        return self.data_dir / "retrieve"
+
+    def move_ledger(self) -> MoveLedger:
+        """Our open C-MOVEs, shared by the retrieve side and the receiver."""
+        return MoveLedger(ledger_dir(self.data_dir))
 
     @property
     def mapping_dir(self) -> Path:

@@ -35,6 +35,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from receiver.landing import LandingZone
+from receiver.move_ledger import MoveLedger
 from receiver.settings import ReceiverSettings
 
 LOGGER = logging.getLogger("dicomflow.receiver")
@@ -226,22 +227,36 @@ def _peer(event: Event) -> tuple[str, str]:
     return printable(requestor.ae_title), f"{requestor.address}:{requestor.port}"
 
 
+@dataclass(frozen=True)
+class StoreContext:
+    """What the C-STORE handler needs besides the event, bound once per server."""
+
+    landing: LandingZone
+    counter: ReceiptCounter
+    ids: AssociationIds
+    ledger: MoveLedger | None = None
+    """Our open C-MOVEs, to name the retrieval job a sub-operation belongs to."""
+
+
 def _receipt(
-    event: Event, association_id: str, status: int, nbytes: int, path: Path | None, ms: float
+    event: Event, ctx: StoreContext, status: int, nbytes: int, path: Path | None, ms: float
 ) -> str:
     """One JSON line per answered C-STORE: who sent what, and what we said.
 
-    A C-STORE that is a sub-operation of someone's C-MOVE names the AE title and
-    message id of that C-MOVE (its Move Originator), which links the instance to it.
+    A C-STORE that is a sub-operation of a C-MOVE names the AE title and message id
+    of that C-MOVE (its Move Originator); when the C-MOVE is one of ours, the
+    retrieval job that asked for it is named too.
     """
     request = cast(C_STORE, event.request)
     calling_ae, peer = _peer(event)
     called_ae = cast(A_ASSOCIATE, event.assoc.requestor.primitive).called_ae_title
     originator = request.MoveOriginatorApplicationEntityTitle
+    message_id = request.MoveOriginatorMessageID
+    job_id = ctx.ledger.job_for(originator, message_id) if ctx.ledger else None
     return json.dumps(
         {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "association_id": association_id,
+            "association_id": ctx.ids.of(event.assoc),
             "calling_ae": calling_ae,
             "called_ae": called_ae,
             "peer": peer,
@@ -252,15 +267,14 @@ def _receipt(
             "status": f"0x{status:04X}",
             "landing_path": str(path) if path else None,
             "move_originator_ae": printable(originator.strip()) if originator else None,
-            "move_originator_message_id": request.MoveOriginatorMessageID,
+            "move_originator_message_id": message_id,
+            "job_id": job_id,
             "ms": round(ms, 2),
         }
     )
 
 
-def handle_store(
-    event: Event, landing: LandingZone, counter: ReceiptCounter, ids: AssociationIds
-) -> int:
+def handle_store(event: Event, ctx: StoreContext) -> int:
     """Write the dataset as received (with its file meta) durably, then answer.
 
     Success is returned only after the landed file is fsynced and renamed. A write
@@ -278,19 +292,19 @@ def handle_store(
             LOGGER.error("C-STORE refused: its SOP class is not the one negotiated")
         else:
             data = event.encoded_dataset()
-            path = landing.store(data)
+            path = ctx.landing.store(data)
     except OSError as exc:
         status = OUT_OF_RESOURCES
         LOGGER.error("C-STORE refused, landing write failed: %s", exc.strerror or exc)
     except Exception as exc:  # an escaped exception would become an unexplained 0xC211
         status = CANNOT_UNDERSTAND
         LOGGER.error("C-STORE refused: %s: %s", type(exc).__name__, exc)
-    counter.add(status == Status.SUCCESS)
+    ctx.counter.add(status == Status.SUCCESS)
     sop_class = str(request.AffectedSOPClassUID)
     if status == Status.SUCCESS and sop_class not in STORAGE_SOP_CLASSES:
         LOGGER.warning("stored an instance of unknown SOP class %s", sop_class)
     ms = (time.perf_counter() - started) * 1000
-    RECEIPTS.info(_receipt(event, ids.of(event.assoc), status, len(data), path, ms))
+    RECEIPTS.info(_receipt(event, ctx, status, len(data), path, ms))
     return status
 
 
@@ -365,8 +379,13 @@ class ReceiverError(Exception):
     """The receiver cannot start; the message says why in one line."""
 
 
-def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
-    """Bind the SCP on `settings.host:port` (not yet serving); the caller runs it."""
+def make_server(
+    settings: ReceiverSettings, landing_dir: Path, ledger: MoveLedger | None = None
+) -> Receiver:
+    """Bind the SCP on `settings.host:port` (not yet serving); the caller runs it.
+
+    `ledger` holds our own open C-MOVEs, so receipts can name the job behind each.
+    """
     configure_pynetdicom()
     landing = LandingZone(landing_dir)
     landing.root.mkdir(parents=True, exist_ok=True)
@@ -375,8 +394,9 @@ def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
         LOGGER.info("removed %d unacknowledged partial files from the landing zone", stale)
     ae = build_ae(settings)
     counter = ReceiptCounter()
+    store = StoreContext(landing, counter, AssociationIds(), ledger)
     handlers: list[Any] = [
-        (evt.EVT_C_STORE, handle_store, [landing, counter, AssociationIds()]),
+        (evt.EVT_C_STORE, handle_store, [store]),
         (evt.EVT_ACCEPTED, handle_accepted),
         (evt.EVT_RELEASED, handle_association),
         (evt.EVT_ABORTED, handle_association),
@@ -402,9 +422,11 @@ def make_server(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
     return Receiver(ae=ae, server=server, thread=thread, counter=counter)
 
 
-def start_receiver(settings: ReceiverSettings, landing_dir: Path) -> Receiver:
+def start_receiver(
+    settings: ReceiverSettings, landing_dir: Path, ledger: MoveLedger | None = None
+) -> Receiver:
     """Start the SCP in a background thread and return it once it is listening."""
-    receiver = make_server(settings, landing_dir)
+    receiver = make_server(settings, landing_dir, ledger)
     receiver.thread.start()
     LOGGER.info(
         "listening as %s on %s:%d, landing zone %s",

@@ -269,3 +269,19 @@ def anonymize(
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     _mark(ds, policy)
     return ds
+
+
+def archived_uids(policy: Policy, keys: Pseudonymizer, uids: dict[str, str]) -> dict[str, str]:
+    """What the archive calls the instances, series or studies with these original UIDs.
+
+    `uids` maps keywords (StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID) to
+    original values; the same rules as `anonymize` apply, so the answer is exactly the
+    UID the archive and catalog hold (the original itself under retain-uids). A
+    keyword whose rule leaves no value is left out.
+    """
+    ds = Dataset()
+    for keyword, value in uids.items():
+        setattr(ds, keyword, value)
+    walker = _Walker(policy, keys, "", 0, frozenset(), frozenset())
+    walker.dataset(ds, None)
+    return {k: str(ds.get(k)) for k in uids if ds.get(k)}

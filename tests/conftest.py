@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +88,31 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def pacs_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Orthanc and dcmqrscp on loopback, loaded with real studies (tests/peers.py)."""
+    from tests.peers import PeerUnavailable, build_shim, pacs_site
+
+    try:
+        shim = build_shim(tmp_path_factory.mktemp("shim"))
+        with pacs_site(tmp_path_factory.mktemp("pacs"), shim) as site:
+            yield site
+    except PeerUnavailable as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def pacs_receiver(pacs_site: Any, settings: Settings) -> Iterator[Receiver]:
+    """Our receiver on the port the PACS peers know, landing under `settings`."""
+    scp = start_receiver(
+        ReceiverSettings(port=pacs_site.receiver_port), settings.landing, settings.move_ledger()
+    )
+    try:
+        yield scp
+    finally:
+        scp.stop(grace_seconds=2)
 
 
 @pytest.fixture

@@ -43,3 +43,23 @@ def test_prefect_yaml_deploys_autoload_on_an_interval(prefect_harness) -> None:
     assert manual.schedules == []
     assert scheduled.global_concurrency_limit.limit == 1
     assert "config_file" in scheduled.parameter_openapi_schema["properties"]
+
+
+def test_prefect_yaml_deploys_retrieve_with_a_form(prefect_harness) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    pool = prefect("work-pool", "create", "dicomflow", "--type", "process", "--overwrite", env=env)
+    assert pool.returncode == 0, pool.stderr[-2000:]
+    deploy = prefect("deploy", "--name", "retrieve", env=env)
+    assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-3000:]
+    with get_client(sync_client=True) as client:
+        retrieve = client.read_deployment_by_name("retrieve/retrieve")
+    assert retrieve.entrypoint == "flows/retrieve.py:retrieve"
+    schema = retrieve.parameter_openapi_schema
+    assert {"node", "job_file", "sql", "job_id"} <= set(schema["properties"])
+    assert schema["required"] == ["node"]
+    assert retrieve.enforce_parameter_schema and retrieve.parameters == {"node": "pacs"}
+    (schedule,) = retrieve.schedules
+    assert schedule.schedule.cron == "0 20 * * *" and not schedule.active

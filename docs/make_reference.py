@@ -6,13 +6,15 @@ Run after changing a setting or a catalog column:
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
 from catalog.schema import KEYS, TABLES
 from flows.settings import AnonymizeSettings, AutoloadSettings, RetrieveSettings, Settings
-from receiver.settings import ReceiverSettings, RemoteNode, ScuSettings
+from receiver.settings import NodeTls, ReceiverSettings, RemoteNode, ScuSettings, TlsSettings
 
 DOCS = Path(__file__).resolve().parent
 
@@ -31,6 +33,11 @@ ae_title = "DICOMFLOW"
 host = "127.0.0.1"    # "0.0.0.0" listens on every interface: only behind a firewall
 port = 11112
 max_associations = 10
+allowed_callers = ["CT1", "MR1@10.1.2.0/24"]   # needed once host is not loopback
+
+[receiver.tls]        # optional: DICOM TLS
+cert_file = "/etc/dicomflow/server.pem"
+key_file = "/etc/dicomflow/server.key"
 
 [autoload]
 interval_seconds = 60
@@ -54,8 +61,9 @@ window = "20:00-06:00"
 
 CONFIG_OUTRO = """
 Folders left unset live under `data_dir`: `landing/`, `archive/`, `quarantine/`, `catalog/`;
-receipts go to `<data_dir>/logs/receipts.jsonl` and the generated anonymization key to
-`<data_dir>/secrets/anonymization.salt`.
+receipts go to `<data_dir>/logs/receipts.jsonl`, security events (associations accepted and
+rejected, TLS failures) to `<data_dir>/logs/audit.jsonl`, and the generated anonymization key to
+`<data_dir>/secrets/anonymization.salt`. docs/operations.md says how access control and TLS work.
 """
 
 CATALOG_INTRO = """# Catalog tables
@@ -89,10 +97,17 @@ SELECT run_id, count(*) FROM instances_history GROUP BY ALL;
 """
 
 
+def is_section(annotation: Any) -> bool:
+    """A settings model, or an optional one: its fields are listed as a section of their own."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(is_section(arg) for arg in get_args(annotation) if arg is not type(None))
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def setting_rows(model: type[BaseModel], section: str) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+        if is_section(field.annotation):
             continue  # a section, listed on its own
         key = f"{section}.{name}" if section else name
         prefix = section.replace(".", "__") + "__" if section else ""
@@ -107,11 +122,13 @@ def configuration() -> str:
     sections: list[tuple[type[BaseModel], str]] = [
         (Settings, ""),
         (ReceiverSettings, "receiver"),
+        (TlsSettings, "receiver.tls"),
         (AutoloadSettings, "autoload"),
         (AnonymizeSettings, "anonymize"),
         (ScuSettings, "scu"),
         (RetrieveSettings, "retrieve"),
         (RemoteNode, "nodes.NAME"),
+        (NodeTls, "nodes.NAME.tls"),
     ]
     rows = [row for model, section in sections for row in setting_rows(model, section)]
     return CONFIG_INTRO + "\n".join(rows) + "\n" + CONFIG_OUTRO

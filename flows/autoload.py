@@ -17,6 +17,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from flows.settings import Settings, SettingsError, load_settings
+from receiver.durable import restrict_new_files
 from tasks.autoload import archive_batch, clear_batch, list_landed, record_batch
 from tasks.ingest import IngestContext
 from tasks.policy import build_policy
@@ -111,6 +112,7 @@ def autoload(
     another at work waits up to `wait_for_lock_seconds`, then skips.
     """
     settings = load_settings(config_file)
+    restrict_new_files()
     preflight(settings)
     return run_autoload(settings, wait_for_lock_seconds)
 

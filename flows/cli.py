@@ -21,6 +21,7 @@ from flows.args import positive_int
 from flows.remote import RemoteError, add_commands
 from flows.serve import ServeError
 from flows.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from receiver.durable import restrict_new_files
 from receiver.scp import ReceiverError
 from receiver.settings import ReceiverSettings
 
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["DICOMFLOW_DATA_DIR"] = str(Path(args.data_dir).resolve())
     elif args.command == "demo" and "DICOMFLOW_DATA_DIR" not in os.environ:
         os.environ["DICOMFLOW_DATA_DIR"] = str(Path("dicomflow-demo").resolve())
+    restrict_new_files()
     try:
         settings = load_settings()
         return int(args.func(settings, args))

@@ -7,10 +7,23 @@ import sys
 from pathlib import Path
 
 RECEIPTS_FILE = Path("logs") / "receipts.jsonl"
+AUDIT_FILE = Path("logs") / "audit.jsonl"
+
+
+def _json_lines(logger_name: str, path: Path, propagate: bool) -> None:
+    """Append the records of `logger_name` to `path`, one message per line, once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(logger_name)
+    if not any(getattr(h, "_dicomflow", False) for h in logger.handlers):
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._dicomflow = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = propagate
 
 
 def configure_logging(data_dir: Path, verbose: bool = False) -> Path:
-    """Log to stderr, and append every C-STORE receipt as a JSON line under `data_dir`.
+    """Log to stderr; append C-STORE receipts and audit events as JSON lines under `data_dir`.
 
     Where Prefect has set up logging already, its console handler is used. pynetdicom's
     per-message chatter stays at WARNING unless `verbose`; pydicom's parse warnings,
@@ -25,12 +38,6 @@ def configure_logging(data_dir: Path, verbose: bool = False) -> Path:
         root.addHandler(console)
     logging.getLogger("pynetdicom").setLevel(logging.INFO if verbose else logging.WARNING)
     receipts_path = data_dir / RECEIPTS_FILE
-    receipts_path.parent.mkdir(parents=True, exist_ok=True)
-    receipts = logging.getLogger("dicomflow.receipts")
-    if not any(getattr(h, "_dicomflow", False) for h in receipts.handlers):
-        handler = logging.FileHandler(receipts_path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._dicomflow = True  # type: ignore[attr-defined]
-        receipts.addHandler(handler)
-    receipts.propagate = verbose
+    _json_lines("dicomflow.receipts", receipts_path, propagate=verbose)
+    _json_lines("dicomflow.audit", data_dir / AUDIT_FILE, propagate=verbose)
     return receipts_path

@@ -25,6 +25,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.autoload import autoload, preflight
 from flows.settings import Settings, load_settings
+from receiver.durable import restrict_new_files
 from receiver.scu import ScuError, peer_for
 from tasks import retrieve as steps
 from tasks.breaker import CircuitBreaker
@@ -122,6 +123,7 @@ def retrieve(
     AE title the node sends to; default: our receiver's.
     """
     settings = load_settings(config_file)
+    restrict_new_files()
     preflight(settings)
     requests = read_requests(job_file, sql)
     return run_retrieve(settings, node, requests, job_id, destination, config_file)

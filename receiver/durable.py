@@ -16,6 +16,19 @@ TMP_SUFFIX = ".partial"
 """Suffix of files still being written; readers ignore them."""
 
 
+PRIVATE_UMASK = 0o027
+"""Files we create are readable by owner and group at most; others get nothing."""
+
+
+def restrict_new_files() -> None:
+    """Give every file and folder this process creates from now on no world access.
+
+    Landed and archived instances, the catalog and the logs may hold patient data
+    (landing and quarantine before anonymization); a permissive umask must not leak it.
+    """
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename or unlink inside `folder` durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

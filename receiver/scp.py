@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -33,10 +34,14 @@ from pynetdicom.sop_class import _STORAGE_CLASSES, register_uid, uid_to_service_
 from pynetdicom.status import Status
 from pynetdicom.transport import ThreadedAssociationServer
 
-from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, access
+from receiver.access import AccessError, AccessPolicy, access_policy
+from receiver.audit import audit
 from receiver.landing import LandingZone
 from receiver.move_ledger import MoveLedger
 from receiver.settings import ReceiverSettings
+from receiver.space import NoRoom, ensure_room
+from receiver.tls import TlsError, server_context
 
 LOGGER = logging.getLogger("dicomflow.receiver")
 RECEIPTS = logging.getLogger("dicomflow.receipts")
@@ -112,12 +117,35 @@ class NoDelayServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with TCP_NODELAY on every accepted socket.
 
     Without it each small PDU of a C-STORE response can wait for Nagle's algorithm.
+    With TLS, the handshake runs in the connection's own thread, bounded by the ACSE
+    timeout, not in the accept loop, where one silent client would stall everyone.
     """
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        client, address = super().get_request()
+        assert self.socket is not None
+        client, address = self.socket.accept()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
         return client, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            timeout = request.gettimeout()
+            request.settimeout(self.ae.acse_timeout)
+            try:
+                request.do_handshake()
+            except (OSError, ValueError) as exc:
+                peer = f"{client_address[0]}:{client_address[1]}"
+                reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+                LOGGER.warning("TLS handshake with %s failed: %s", peer, reason)
+                audit("tls-failed", peer=peer, reason=reason)
+                self.shutdown_request(request)
+                return
+            request.settimeout(timeout)
+        super().finish_request(request, client_address)
 
 
 @dataclass
@@ -236,6 +264,8 @@ class StoreContext:
     ids: AssociationIds
     ledger: MoveLedger | None = None
     """Our open C-MOVEs, to name the retrieval job a sub-operation belongs to."""
+    min_free_bytes: int = 0
+    """Space the landing filesystem keeps free; C-STOREs that would take it are refused."""
 
 
 def _receipt(
@@ -292,7 +322,11 @@ def handle_store(event: Event, ctx: StoreContext) -> int:
             LOGGER.error("C-STORE refused: its SOP class is not the one negotiated")
         else:
             data = event.encoded_dataset()
+            ensure_room(ctx.landing.root, len(data), ctx.min_free_bytes)
             path = ctx.landing.store(data)
+    except NoRoom as exc:
+        status = OUT_OF_RESOURCES
+        LOGGER.error("C-STORE refused: %s", exc)
     except OSError as exc:
         status = OUT_OF_RESOURCES
         LOGGER.error("C-STORE refused, landing write failed: %s", exc.strerror or exc)
@@ -333,10 +367,24 @@ def handle_connection_closed(event: Event) -> None:
 
 
 def handle_association(event: Event) -> None:
-    """One audit line per association event (accepted, released, aborted, rejected)."""
+    """One log line per association event; accepted, rejected and aborted ones audited."""
     calling_ae, peer = _peer(event)
-    LOGGER.info(
-        "association %s: %s (%s)", event.event.name.removeprefix("EVT_").lower(), calling_ae, peer
+    what = event.event.name.removeprefix("EVT_").lower()
+    LOGGER.info("association %s: %s (%s)", what, calling_ae, peer)
+    if what == "released":
+        return
+    called_ae = cast(A_ASSOCIATE, event.assoc.requestor.primitive).called_ae_title
+    reason = None
+    if what == "rejected":
+        answer = cast(A_ASSOCIATE | None, event.assoc.acceptor.primitive)
+        reason = answer.reason_str if answer is not None and answer.result else None
+    audit(
+        f"association-{what}",
+        calling_ae=calling_ae,
+        called_ae=printable(str(called_ae).strip()),
+        peer=peer,
+        reason=reason,
+        tls=isinstance(getattr(event.assoc.dul.socket, "socket", None), ssl.SSLSocket) or None,
     )
 
 
@@ -348,6 +396,7 @@ class Receiver:
     server: NoDelayServer
     thread: threading.Thread
     counter: ReceiptCounter
+    access: AccessPolicy
 
     @property
     def port(self) -> int:
@@ -392,10 +441,16 @@ def make_server(
     stale = landing.remove_stale_partials()
     if stale:
         LOGGER.info("removed %d unacknowledged partial files from the landing zone", stale)
+    try:
+        policy = access_policy(settings)
+        ssl_context = server_context(settings.tls) if settings.tls else None
+    except (AccessError, TlsError) as exc:
+        raise ReceiverError(str(exc)) from None
     ae = build_ae(settings)
     counter = ReceiptCounter()
-    store = StoreContext(landing, counter, AssociationIds(), ledger)
+    store = StoreContext(landing, counter, AssociationIds(), ledger, settings.min_free_bytes)
     handlers: list[Any] = [
+        (evt.EVT_REQUESTED, access.handle_requested, [policy]),
         (evt.EVT_C_STORE, handle_store, [store]),
         (evt.EVT_ACCEPTED, handle_accepted),
         (evt.EVT_RELEASED, handle_association),
@@ -410,7 +465,9 @@ def make_server(
     try:
         server = cast(
             NoDelayServer,
-            ae.make_server(address, evt_handlers=handlers, server_class=NoDelayServer),
+            ae.make_server(
+                address, evt_handlers=handlers, server_class=NoDelayServer, ssl_context=ssl_context
+            ),
         )
     except OSError as exc:
         raise ReceiverError(
@@ -419,7 +476,7 @@ def make_server(
     # Registered like AE.start_server() does, so the server's shutdown() finds it.
     ae._servers.append(server)
     thread = threading.Thread(target=server.serve_forever, name="dicomflow-scp", daemon=True)
-    return Receiver(ae=ae, server=server, thread=thread, counter=counter)
+    return Receiver(ae=ae, server=server, thread=thread, counter=counter, access=policy)
 
 
 def start_receiver(
@@ -429,10 +486,19 @@ def start_receiver(
     receiver = make_server(settings, landing_dir, ledger)
     receiver.thread.start()
     LOGGER.info(
-        "listening as %s on %s:%d, landing zone %s",
+        "listening as %s on %s:%d%s, landing zone %s",
         settings.ae_title,
         settings.host,
         receiver.port,
+        " (DICOM TLS)" if settings.tls else "",
         landing_dir,
+    )
+    LOGGER.info("access: %s", receiver.access.summary)
+    audit(
+        "receiver-started",
+        ae_title=settings.ae_title,
+        address=f"{settings.host}:{receiver.port}",
+        tls=bool(settings.tls),
+        access=receiver.access.summary,
     )
     return receiver

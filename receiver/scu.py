@@ -9,6 +9,7 @@ rejected with the node's reason).
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from pynetdicom.status import code_to_category
 
 from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from receiver.settings import RemoteNode, ScuSettings
+from receiver.tls import TlsError, client_context
 
 VERIFICATION = UID("1.2.840.10008.1.1")
 """Verification SOP Class (PS3.4 Annex A)."""
@@ -82,12 +84,27 @@ def build_scu_ae(peer: Peer, abstract_syntaxes: Sequence[str]) -> AE:
     return ae
 
 
-def _why_unconnected(peer: Peer) -> str:
+def tls_context(peer: Peer) -> ssl.SSLContext | None:
+    """The TLS context for `peer`, or None for plain TCP; ScuError if files are unusable."""
+    if peer.node.tls is None:
+        return None
+    try:
+        return client_context(peer.node.tls)
+    except TlsError as exc:
+        raise ScuError(f"{peer.describe()}: {exc}") from None
+
+
+def _why_unconnected(peer: Peer, context: ssl.SSLContext | None) -> str:
     """After pynetdicom failed to connect: try once more ourselves to name the cause."""
     node = peer.node
     try:
-        with socket.create_connection((node.host, node.port), peer.scu.connection_timeout):
+        with socket.create_connection((node.host, node.port), peer.scu.connection_timeout) as sock:
+            if context is not None:
+                with context.wrap_socket(sock, server_hostname=node.host):
+                    pass
             return "the connection closed before association"
+    except ssl.SSLError as exc:
+        return f"TLS handshake failed ({exc.reason or exc})"
     except socket.gaierror:
         return f"unknown host {node.host!r}"
     except TimeoutError:
@@ -114,12 +131,20 @@ def _associated(peer: Peer, abstract_syntaxes: Sequence[str]) -> Iterator[Associ
     opened: list[bool] = []
     handlers: list[Any] = [(evt.EVT_CONN_OPEN, lambda _: opened.append(True))]
     node = peer.node
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, evt_handlers=handlers)
+    context = tls_context(peer)
+    assoc = ae.associate(
+        node.host,
+        node.port,
+        ae_title=node.ae_title,
+        evt_handlers=handlers,
+        tls_args=(context, node.host) if context else None,
+    )
     if assoc.is_rejected:
         raise _rejection(assoc, peer)
     if not assoc.is_established:
         if not opened:
-            raise NodeUnreachable(f"cannot connect to {peer.describe()}: {_why_unconnected(peer)}")
+            why = _why_unconnected(peer, context)
+            raise NodeUnreachable(f"cannot connect to {peer.describe()}: {why}")
         raise AssociationLost(
             f"{peer.describe()} did not complete association within "
             f"{peer.scu.acse_timeout:g} s, or aborted it"

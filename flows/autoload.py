@@ -17,7 +17,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from flows.settings import Settings, SettingsError, load_settings
-from receiver.durable import restrict_new_files
+from receiver.durable import restrict_new_files, sweep_partials
 from tasks.autoload import archive_batch, clear_batch, list_landed, record_batch
 from tasks.ingest import IngestContext
 from tasks.policy import build_policy
@@ -64,6 +64,22 @@ def exclusive(lock_path: Path, wait_seconds: float = 0.0) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)
+
+
+@contextmanager
+def crash_sweep(settings: Settings) -> Iterator[int]:
+    """Mark a run as under way; after a run that died, first sweep the files it left.
+
+    The marker outlives a killed run, so the next run (holding the lock) knows that
+    temporary files in archive and catalog are orphans. A clean run never walks them.
+    """
+    marker = settings.data_dir / "autoload.unfinished"
+    removed = 0
+    if marker.exists():
+        removed = sum(sweep_partials(folder) for folder in (settings.archive, settings.catalog))
+    marker.touch()
+    yield removed
+    marker.unlink()
 
 
 def preflight(settings: Settings) -> None:
@@ -128,19 +144,10 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
             logger.info("skipped: %s", summary.skipped)
             return summary
         ctx = ingest_context(settings, str(flow_run.id or "local"))
-        landed = list_landed(settings.landing)
-        summary.landed = len(landed)
-        quarantined: Counter[str] = Counter()
-        for batch_no, paths in enumerate(batches(landed, settings.autoload.batch_size), 1):
-            outcome = archive_batch(paths, ctx, batch_no)
-            summary.recorded += record_batch(outcome, settings.catalog, batch_no)
-            clear_batch(outcome, batch_no)
-            summary.archived += outcome.new
-            summary.duplicates += outcome.duplicates
-            summary.bytes += outcome.bytes
-            quarantined.update(outcome.quarantined)
-            summary.batches = batch_no
-        summary.quarantined = dict(quarantined)
+        with crash_sweep(settings) as swept:
+            if swept:
+                logger.info("removed %d temporary files a crashed run left", swept)
+            _run_batches(settings, ctx, summary)
     summary.seconds = round(time.perf_counter() - started, 3)
     logger.info(
         "landed %d, archived %d, duplicates %d, quarantined %d in %.1f s",
@@ -152,6 +159,23 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
     )
     publish_summary(summary)
     return summary
+
+
+def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummary) -> None:
+    """Archive, record, then clear landing, batch after batch, adding up into `summary`."""
+    landed = list_landed(settings.landing)
+    summary.landed = len(landed)
+    quarantined: Counter[str] = Counter()
+    for batch_no, paths in enumerate(batches(landed, settings.autoload.batch_size), 1):
+        outcome = archive_batch(paths, ctx, batch_no)
+        summary.recorded += record_batch(outcome, settings.catalog, batch_no)
+        clear_batch(outcome, batch_no)
+        summary.archived += outcome.new
+        summary.duplicates += outcome.duplicates
+        summary.bytes += outcome.bytes
+        quarantined.update(outcome.quarantined)
+        summary.batches = batch_no
+    summary.quarantined = dict(quarantined)
 
 
 def publish_summary(summary: AutoloadSummary) -> None:

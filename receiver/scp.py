@@ -117,14 +117,18 @@ class NoDelayServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with TCP_NODELAY on every accepted socket.
 
     Without it each small PDU of a C-STORE response can wait for Nagle's algorithm.
-    With TLS, the handshake runs in the connection's own thread, bounded by the ACSE
-    timeout, not in the accept loop, where one silent client would stall everyone.
+    Reads time out after the network timeout, even in the middle of a PDU. With TLS,
+    the handshake runs in the connection's own thread, bounded by the ACSE timeout,
+    not in the accept loop, where one silent client would stall everyone.
     """
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
         client, address = self.socket.accept()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # pynetdicom's idle timer runs between PDUs only: a peer that stops halfway
+        # through one would block its reader forever without a socket timeout.
+        client.settimeout(self.ae.network_timeout)
         if self.ssl_context:
             client = self.ssl_context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False

@@ -17,8 +17,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flows import remote, share
 from flows.args import positive_int
-from flows.remote import RemoteError, add_commands
+from flows.remote import RemoteError
 from flows.serve import ServeError
 from flows.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 from receiver.durable import restrict_new_files
@@ -292,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="send real sample files to a local receiver, autoload, summarize",
     )
     demo.set_defaults(func=cmd_demo)
-    add_commands(sub, common)
+    remote.add_commands(sub, common)
+    share.add_commands(sub, common)
     return parser
 
 

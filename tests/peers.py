@@ -192,6 +192,19 @@ def run_dcmqrscp(
         yield Pacs("DCMQRSCP", port, proc.pid, log)
 
 
+@contextmanager
+def run_storescp(folder: Path, shim: Path, ae_title: str, *options: str) -> Iterator[Pacs]:
+    """dcmtk's storescp as `ae_title`, writing what it receives into `folder`/in."""
+    require_dcmtk()
+    incoming = folder / "in"
+    incoming.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = folder / "storescp.log"
+    command = ["storescp", "-aet", ae_title, *options, "-od", str(incoming), str(port)]
+    with _running(command, port, log, shim) as proc:
+        yield Pacs(ae_title, port, proc.pid, log)
+
+
 def store_into(pacs: Pacs, files: list[Path]) -> None:
     """Load `files` into a PACS over C-STORE with dcmtk's storescu."""
     command = ["storescu", "-aet", "LOADER", "-aec", pacs.ae_title, "127.0.0.1", str(pacs.port)]

@@ -69,7 +69,10 @@ def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.data_dir, args.verbose)
     stop = _stop_on_signal()
     receiver = start_receiver(
-        _receiver_settings(settings, args), settings.landing, settings.move_ledger()
+        _receiver_settings(settings, args),
+        settings.landing,
+        settings.move_ledger(),
+        settings.served_archive(),
     )
     try:
         stop.wait()

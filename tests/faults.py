@@ -16,6 +16,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from flows.settings import Settings
+from receiver.landing import LandingZone
 from tests.conftest import wait_for_port
 
 
@@ -36,6 +38,16 @@ def make_instances(folder: Path, count: int, *, side: int = 128) -> list[Path]:
         template.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def land_and_autoload(settings: Settings, paths: list[Path]) -> int:
+    """Put `paths` in the landing zone as the receiver would, autoload; how many archived."""
+    from flows.autoload import autoload
+
+    zone = LandingZone(settings.landing)
+    for path in paths:
+        zone.store(path.read_bytes())
+    return autoload().archived
 
 
 @contextmanager

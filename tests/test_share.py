@@ -15,26 +15,21 @@ from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
 
 import catalog
-from flows.autoload import autoload
 from flows.cli import main
 from flows.settings import Settings
-from receiver.landing import LandingZone
 from receiver.scp import start_receiver
 from receiver.settings import ReceiverSettings
 from tests.conftest import dcmtk_env, require_dcmtk
-from tests.faults import make_instances
+from tests.faults import land_and_autoload, make_instances
 from tests.peers import run_storescp
 
 
 @pytest.fixture
 def archive(prefect_harness, settings: Settings, tmp_path: Path) -> dict[str, list[str]]:
     """A small archive: one generated CT series of 4, an RLE MR and a JPEG 2000 CT."""
-    zone = LandingZone(settings.landing)
     sources = make_instances(tmp_path / "ct", 4, side=32)
     sources += [Path(get_testdata_file(n)) for n in ("MR_small_RLE.dcm", "JPEG2000.dcm")]
-    for path in sources:
-        zone.store(path.read_bytes())
-    assert autoload().archived == 6
+    assert land_and_autoload(settings, sources) == 6
     con = catalog.connect(settings.catalog)
     rows = con.execute(
         "SELECT study_instance_uid, sop_instance_uid, transfer_syntax_uid FROM instances"

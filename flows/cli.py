@@ -136,6 +136,18 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_conformance(settings: Settings, args: argparse.Namespace) -> int:
+    from receiver.conformance import conformance
+
+    text = conformance(settings.receiver, settings.scu)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
     """Print the rule each attribute gets under the configured options and site rules."""
     from tasks.policy import build_policy
@@ -289,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
         "attributes", nargs="*", metavar="ATTRIBUTE", help="keywords or tags to show (all)"
     )
     policy.set_defaults(func=cmd_policy)
+
+    statement = sub.add_parser(
+        "conformance",
+        parents=[common],
+        help="write the DICOM conformance statement of this configuration",
+    )
+    statement.add_argument("--out", metavar="FILE", help="write to FILE (default: stdout)")
+    statement.set_defaults(func=cmd_conformance)
 
     demo = sub.add_parser(
         "demo",

@@ -46,6 +46,10 @@ PATIENT_RULES = {
 """Always the keyed pseudonym: PS3.15 allows a dummy there, and the archive, the
 catalog and later batches of the same patient all key on it."""
 
+COMMAND_GROUP = Rule(Action.REMOVE, "dicomflow: command group (0000,eeee)")
+"""DIMSE command elements belong to network messages, never to a stored dataset; found
+in one, they hold only what some peer put there (AE titles, error comments)."""
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -62,6 +66,8 @@ class Policy:
 
     def public_rule(self, tag: BaseTag) -> Rule | None:
         """The rule that names this public attribute, if any."""
+        if BaseTag(tag).group == 0x0000:
+            return COMMAND_GROUP
         rule = self.by_tag.get(int(tag))
         if rule is None:
             rule = next((m.rule for m in self.masks if m.matches(int(tag))), None)

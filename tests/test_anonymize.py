@@ -115,3 +115,16 @@ def test_patients_without_id_do_not_merge() -> None:
     assert patient_key(one) != patient_key(two)
     one.PatientName = two.PatientName = "Doe^Jane"
     assert patient_key(one) == patient_key(two)  # same name, same (empty) birth date
+
+
+def test_command_group_elements_are_removed() -> None:
+    """Group 0000 belongs to DIMSE messages; in a stored dataset it only carries what a
+    peer put there (an originator's AE title, an error comment naming the patient)."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.MoveOriginatorApplicationEntityTitle = "SECRETPACS"
+    ds.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    ds.ErrorComment = "store failed for Holmes^Sherlock"
+    ds.MessageID = 7
+    anonymize(ds, RULES, KEYS)
+    assert not [e for e in ds if e.tag.group == 0x0000]
+    assert RULES.describe([0x00001030])[0][2] == "remove"

@@ -128,6 +128,10 @@ def test_shift_date_uses_the_patients_offset(site_file: Path) -> None:
         ("[attributes\n", "not valid TOML"),
         ('[attributes]\nStudyDate = "uid"\n', "line 2: StudyDate: uid needs a UI attribute"),
         ('[attributes]\nPixelData = "remove"\n', "line 2: PixelData: cannot be changed by rules"),
+        (
+            '[attributes]\nMoveOriginatorApplicationEntityTitle = "keep"\n',
+            "line 2: MoveOriginatorApplicationEntityTitle: command elements (0000,eeee) are always",
+        ),
         ('[attributes]\nPatientName = "keep"\n', "line 2: PatientName: cannot be changed by rules"),
         (
             '[attributes]\nStudyDescription = "keep"\n"(0008,1030)" = "remove"\n',

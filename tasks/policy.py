@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import (
+    dictionary_is_retired,
+    dictionary_VR,
+    keyword_for_tag,
+    tag_for_keyword,
+)
 from pydicom.tag import BaseTag
 
 from tasks.profile import (
@@ -37,6 +42,10 @@ from tasks.rules import (
 FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 """Where anything may be written. Inside a sequence the profile replaces (D) or
 cleans (C) as a whole, these are treated the same way unless a rule names them."""
+
+RETIRED_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+"""Retired attributes of these VRs are where old devices put free text; no current IOD
+needs them, so those no rule names go."""
 
 
 PATIENT_RULES = {
@@ -84,12 +93,18 @@ class Policy:
     def fallback(self, tag: BaseTag, vr: str, inside: Action | None) -> Rule:
         """For attributes no rule names.
 
-        Unknown public attributes go (nobody can vouch for them); person names are
-        emptied; UIDs remapped unless the standard defines them (or the site keeps UIDs);
-        free text in a sequence the profile replaces or cleans shares its fate.
+        Unknown public attributes go (nobody can vouch for them), and so do URLs (they
+        can name a host or a patient) and retired text attributes (old devices wrote free
+        text there); person names are emptied; UIDs remapped unless the standard defines
+        them (or the site keeps UIDs); free text in a sequence the profile replaces or
+        cleans shares its fate.
         """
         if not keyword_for_tag(tag):
             return Rule(Action.REMOVE, "dicomflow: not in the data dictionary")
+        if vr == "UR":
+            return Rule(Action.REMOVE, "dicomflow: URL or URI")
+        if vr in RETIRED_TEXT_VRS and dictionary_is_retired(tag):
+            return Rule(Action.REMOVE, "dicomflow: retired text attribute")
         if vr == "PN":
             return Rule(Action.EMPTY, "dicomflow: person name")
         if vr == "UI":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -10,6 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from tasks.anonymize import anonymize, patient_key
+from tasks.archive import encode
 from tasks.policy import build_policy
 from tasks.pseudonyms import Pseudonymizer, is_standard_uid
 from tasks.rules import Action
@@ -128,3 +130,23 @@ def test_command_group_elements_are_removed() -> None:
     anonymize(ds, RULES, KEYS)
     assert not [e for e in ds if e.tag.group == 0x0000]
     assert RULES.describe([0x00001030])[0][2] == "remove"
+
+
+def test_urls_and_retired_text_no_rule_names_are_removed() -> None:
+    """A URL can name a patient or a host; retired text attributes are where old devices
+    wrote free text. Presentation addresses in the file meta say where a file came from."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.RetrieveURL = "https://pacs.example.org/wado?patient=Holmes"
+    ds.ContactURI = "mailto:sherlock.holmes@example.org"
+    ds.RecognitionCode = "HOLMES S"  # retired SH
+    ds.Reference = "seen by Dr Watson"  # retired LO
+    ds.file_meta.SourcePresentationAddress = "dicom://10.1.2.3:104"
+    ds.file_meta.SendingPresentationAddress = "dicom://10.1.2.4:104"
+    ds.file_meta.ReceivingPresentationAddress = "dicom://10.1.2.5:104"
+    data = encode(anonymize(ds, RULES, KEYS))
+    for secret in (b"Holmes", b"holmes", b"HOLMES", b"Watson", b"10.1.2."):
+        assert secret not in data, secret
+    out = dcmread(io.BytesIO(data))
+    for keyword in ("RetrieveURL", "ContactURI", "RecognitionCode", "Reference"):
+        assert keyword not in out, keyword
+    assert not [e for e in out.file_meta if e.VR == "UR"]

@@ -208,10 +208,14 @@ def test_no_phi_leaks_in_any_corpus_file(options: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "keyword",
-    ["InstitutionName", "AccessionNumber", "PatientBirthDate", "OtherPatientIDs", "StationName"],
+    ["InstitutionName", "AccessionNumber", "PatientBirthDate", "PatientAddress", "StationName"],
 )
 def test_the_leak_check_fails_when_a_rule_is_removed(keyword: str) -> None:
-    """Without the rule for `keyword` its values stay: the check above must see it."""
+    """Without the rule for `keyword` its values stay: the check above must see it.
+
+    (Not OtherPatientIDs: the dictionary marks it retired, so without its rule the
+    fallback for retired text attributes still removes it.)
+    """
     quiet()
     full = build_policy([], None)
     tag = int(tag_for_keyword(keyword) or 0)

@@ -100,7 +100,8 @@ class _Walker:
                     key: PrivateKey | None = (
                         (creator, tag.group, tag.element & 0xFF) if creator else None
                     )
-                    self.apply(ds, elem, self.policy.private_rule(key), str(elem.VR), inside)
+                    rule = self.policy.private_rule(key, str(elem.VR))
+                    self.apply(ds, elem, rule, str(elem.VR), inside)
                 continue
             vr = rule_vr(elem)
             rule = self.policy.public_rule(tag) or self.policy.fallback(tag, vr, inside)

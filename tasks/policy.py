@@ -43,6 +43,8 @@ FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 """Where anything may be written. Inside a sequence the profile replaces (D) or
 cleans (C) as a whole, these are treated the same way unless a rule names them."""
 
+DATE_TIME_VRS = frozenset({"DA", "DT", "TM"})
+
 RETIRED_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 """Retired attributes of these VRs are where old devices put free text; no current IOD
 needs them, so those no rule names go."""
@@ -82,13 +84,29 @@ class Policy:
             rule = next((m.rule for m in self.masks if m.matches(int(tag))), None)
         return rule
 
-    def private_rule(self, key: PrivateKey | None) -> Rule:
-        """Site rules first, then the safe-private table when that option is on, else remove."""
+    def private_rule(self, key: PrivateKey | None, vr: str = "") -> Rule:
+        """Site rules first, then the safe-private table when that option is on, else remove.
+
+        A safe private date or time (`vr`) follows the date option like any other.
+        """
         if key is not None and key in self.private_rules:
             return self.private_rules[key]
         if key is not None and self.private.action is Action.CLEAN and key in self.safe_private:
+            if vr in DATE_TIME_VRS:
+                return self.date_rule(vr, "PS3.15 E.3.10-1 safe private")
             return Rule(Action.KEEP, "PS3.15 E.3.10-1 safe private")
         return Rule(Action.REMOVE, self.private.origin)
+
+    def date_rule(self, vr: str, what: str = "dicomflow: date or time") -> Rule:
+        """What the chosen date option does to a date or time no table row names, as the
+        table does to those it names: remove; move DA and DT by the patient's offset
+        and keep times (modified dates); keep (full dates)."""
+        if "retain-long-full-dates" in self.options:
+            return Rule(Action.KEEP, f"{what}, full dates retained")
+        if "retain-long-modified-dates" in self.options:
+            shift = Action.KEEP if vr == "TM" else Action.SHIFT_DATE
+            return Rule(shift, f"{what}, modified dates")
+        return Rule(Action.REMOVE, what)
 
     def fallback(self, tag: BaseTag, vr: str, inside: Action | None) -> Rule:
         """For attributes no rule names.
@@ -97,7 +115,7 @@ class Policy:
         can name a host or a patient) and retired text attributes (old devices wrote free
         text there); person names are emptied; UIDs remapped unless the standard defines
         them (or the site keeps UIDs); free text in a sequence the profile replaces or
-        cleans shares its fate.
+        cleans shares its fate. Dates and times follow the date option (`date_rule`).
         """
         if not keyword_for_tag(tag):
             return Rule(Action.REMOVE, "dicomflow: not in the data dictionary")
@@ -105,6 +123,8 @@ class Policy:
             return Rule(Action.REMOVE, "dicomflow: URL or URI")
         if vr in RETIRED_TEXT_VRS and dictionary_is_retired(tag):
             return Rule(Action.REMOVE, "dicomflow: retired text attribute")
+        if vr in DATE_TIME_VRS:
+            return self.date_rule(vr)
         if vr == "PN":
             return Rule(Action.EMPTY, "dicomflow: person name")
         if vr == "UI":

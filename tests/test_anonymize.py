@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import io
 
 from pydicom import dcmread
@@ -150,3 +151,46 @@ def test_urls_and_retired_text_no_rule_names_are_removed() -> None:
     for keyword in ("RetrieveURL", "ContactURI", "RecognitionCode", "Reference"):
         assert keyword not in out, keyword
     assert not [e for e in out.file_meta if e.VR == "UR"]
+
+
+def with_unnamed_dates() -> Dataset:
+    """Dates and times no row of Table E.1-1 names, public and safe private."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SecondaryReviewDate = "19610704"
+    ds.SecondaryReviewTime = "101112"
+    ds.StudyUpdateDateTime = "19610704101112"
+    item = Dataset()
+    item.DateOfGainCalibration = "19610704"
+    ds.ReferencedImageSequence = Sequence([item])
+    # Stage Timer Time, safe in PS3.15 Table E.3.10-1, which gives it no VR
+    ds.private_block(0x0119, "SIEMENS Ultrasound SC2000", create=True).add_new(0x11, "TM", "101112")
+    return ds
+
+
+def dates_left(ds: Dataset) -> list[str]:
+    return [str(e.value) for e in ds.iterall() if e.VR in ("DA", "DT", "TM") and e.value]
+
+
+def test_dates_no_rule_names_follow_the_date_option() -> None:
+    """Unnamed dates and times go by default, move with the patient's offset under
+    modified dates, and stay only under full dates."""
+    safe = ["retain-safe-private"]
+    basic = anonymize(with_unnamed_dates(), build_policy(safe, None), KEYS)
+    assert not [v for v in dates_left(basic) if "1961" in v or v == "101112"]
+    assert "SecondaryReviewTime" not in basic
+    modified = anonymize(
+        with_unnamed_dates(), build_policy([*safe, "retain-long-modified-dates"], None), KEYS
+    )
+    days = KEYS.date_shift_days(patient_key(with_unnamed_dates()))
+    moved = (dt.date(1961, 7, 4) + dt.timedelta(days=days)).strftime("%Y%m%d")
+    assert modified.SecondaryReviewDate == moved
+    assert modified.StudyUpdateDateTime == f"{moved}101112"
+    assert modified.ReferencedImageSequence[0].DateOfGainCalibration == moved
+    assert modified.SecondaryReviewTime == "101112"  # times stay once the date has moved
+    assert not [v for v in dates_left(modified) if "19610704" in v]
+    full = anonymize(
+        with_unnamed_dates(), build_policy([*safe, "retain-long-full-dates"], None), KEYS
+    )
+    assert full.SecondaryReviewDate == "19610704"
+    block = full.private_block(0x0119, "SIEMENS Ultrasound SC2000")
+    assert full[block.get_tag(0x11)].value == "101112"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import io
+import re
 
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.datadict import DicomDictionary
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from tasks.anonymize import anonymize, patient_key
 from tasks.archive import encode
@@ -194,3 +197,39 @@ def test_dates_no_rule_names_follow_the_date_option() -> None:
     assert full.SecondaryReviewDate == "19610704"
     block = full.private_block(0x0119, "SIEMENS Ultrasound SC2000")
     assert full[block.get_tag(0x11)].value == "101112"
+
+
+SOP_CLASS_OR_SYNTAX = re.compile(r"SOPClass|TransferSyntax")
+
+
+def test_sop_class_and_transfer_syntax_uids_are_kept_by_our_additions() -> None:
+    """Every UID attribute the dictionary names for a SOP class or a transfer syntax is
+    kept explicitly, so no fallback remaps a vendor's private SOP class."""
+    policy = RULES
+    named = [
+        (tag, keyword)
+        for tag, (vr, _, _, _, keyword) in DicomDictionary.items()
+        if vr == "UI" and SOP_CLASS_OR_SYNTAX.search(keyword) and tag >> 16 != 0x0000
+    ]
+    assert len(named) >= 15
+    for tag, keyword in named:
+        rule = policy.public_rule(BaseTag(tag))
+        assert rule is not None and rule.action is Action.KEEP, keyword
+        assert "additions" in rule.origin, keyword
+
+
+def test_a_private_sop_class_survives_in_references() -> None:
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    private_class = "1.3.12.2.1107.5.9.1"  # a vendor's own SOP class
+    image = Dataset()
+    image.ReferencedSOPClassUID = private_class
+    image.ReferencedSOPInstanceUID = "1.2.3.4.5"
+    ds.ReferencedImageSequence = Sequence([image])
+    ds.SOPClassesInStudy = [private_class, ds.SOPClassUID]
+    syntax = ds.file_meta.TransferSyntaxUID
+    anonymize(ds, RULES, KEYS)
+    kept = ds.ReferencedImageSequence[0]
+    assert kept.ReferencedSOPClassUID == private_class
+    assert kept.ReferencedSOPInstanceUID != "1.2.3.4.5"
+    assert list(ds.SOPClassesInStudy) == [private_class, ds.SOPClassUID]
+    assert ds.file_meta.TransferSyntaxUID == syntax

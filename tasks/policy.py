@@ -70,7 +70,8 @@ class Policy:
     by_tag: dict[int, Rule]
     masks: tuple[MaskRule, ...]
     private: Rule
-    safe_private: frozenset[PrivateKey]
+    safe_private: dict[PrivateKey, str]
+    """Table E.3.10-1 with the VR of each element, when Retain Safe Private is chosen."""
     private_rules: dict[PrivateKey, Rule]
     site_name: str
     profile_revision: str
@@ -87,14 +88,18 @@ class Policy:
     def private_rule(self, key: PrivateKey | None, vr: str = "") -> Rule:
         """Site rules first, then the safe-private table when that option is on, else remove.
 
-        A safe private date or time (`vr`) follows the date option like any other.
+        A safe private date or time (`vr`) follows the date option like any other, and
+        a safe private UID is remapped like a public one (unless UIDs are retained).
         """
         if key is not None and key in self.private_rules:
             return self.private_rules[key]
         if key is not None and self.private.action is Action.CLEAN and key in self.safe_private:
+            safe = "PS3.15 E.3.10-1 safe private"
             if vr in DATE_TIME_VRS:
-                return self.date_rule(vr, "PS3.15 E.3.10-1 safe private")
-            return Rule(Action.KEEP, "PS3.15 E.3.10-1 safe private")
+                return self.date_rule(vr, safe)
+            if vr == "UI" and "retain-uids" not in self.options:
+                return Rule(Action.UID, f"{safe}, UID")
+            return Rule(Action.KEEP, safe)
         return Rule(Action.REMOVE, self.private.origin)
 
     def date_rule(self, vr: str, what: str = "dicomflow: date or time") -> Rule:

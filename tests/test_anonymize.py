@@ -10,6 +10,7 @@ import re
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.datadict import DicomDictionary
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
@@ -233,3 +234,44 @@ def test_a_private_sop_class_survives_in_references() -> None:
     assert kept.ReferencedSOPInstanceUID != "1.2.3.4.5"
     assert list(ds.SOPClassesInStudy) == [private_class, ds.SOPClassUID]
     assert ds.file_meta.TransferSyntaxUID == syntax
+
+
+def with_safe_private_as_un() -> Dataset:
+    """CT with three safe private elements (PS3.15 E.3.10-1) as an implicit VR file has
+    them: NQHeader Analyzed Series UID (UI), GEMS_PARM_01 slice and b-value (IS), and
+    GEMS_ACQU_01 Internal Pulse Sequence Name (LO), all VR UN."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    series = str(ds.SeriesInstanceUID)
+    padded = (series + "\x00" * (len(series) % 2)).encode()
+    ds.private_block(0x0099, "NQHeader", create=True).add_new(0x02, "UN", padded)
+    ds.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x39, "UN", b"1000\\0\\0\\0 ")
+    ds.private_block(0x0019, "GEMS_ACQU_01", create=True).add_new(0x9E, "UN", b"3D FSPGR")
+    return ds
+
+
+def test_safe_private_elements_sent_as_un_are_decoded_and_their_uids_remapped() -> None:
+    """The safe-private table's VR decodes them, and a private UID gets the same keyed
+    new UID as the public one it repeats."""
+    series = str(with_safe_private_as_un().SeriesInstanceUID)
+    out = anonymize(with_safe_private_as_un(), build_policy(["retain-safe-private"], None), KEYS)
+    uid = out[out.private_block(0x0099, "NQHeader").get_tag(0x02)]
+    assert uid.VR == "UI" and uid.value == out.SeriesInstanceUID == KEYS.uid(series)
+    b_values = out[out.private_block(0x0043, "GEMS_PARM_01").get_tag(0x39)]
+    assert b_values.VR == "IS" and list(b_values.value) == [1000, 0, 0, 0]
+    name = out[out.private_block(0x0019, "GEMS_ACQU_01").get_tag(0x9E)]
+    assert (name.VR, name.value) == ("LO", "3D FSPGR")
+    assert series.encode() not in encode(out)
+    options = ["retain-safe-private", "retain-uids"]
+    kept = anonymize(with_safe_private_as_un(), build_policy(options, None), KEYS)
+    assert kept[kept.private_block(0x0099, "NQHeader").get_tag(0x02)].value == series
+
+
+def test_text_sent_as_bytes_is_decoded_for_its_rule() -> None:
+    """A descriptor encoded as OB is cleaned like text, not kept as opaque bytes."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName = "Holmes^Sherlock"
+    ds.add(DataElement(0x00081030, "OB", b"CT chest for Sherlock Holmes"))  # StudyDescription
+    ds.add(DataElement(0x00081090, "OB", b"Mega Scanner"))  # ManufacturerModelName (kept)
+    out = anonymize(ds, build_policy(["clean-descriptors"], None), KEYS)
+    assert (out["StudyDescription"].VR, out.StudyDescription) == ("LO", "CT chest for *** ***")
+    assert (out["ManufacturerModelName"].VR, out.ManufacturerModelName) == ("LO", "Mega Scanner")

@@ -17,6 +17,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
+from pydicom.valuerep import validate_value
 
 from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from tasks import decode, phi_gate
@@ -57,6 +58,39 @@ def rule_vr(elem: DataElement) -> str:
     except KeyError:
         return str(elem.VR)
     return str(elem.VR) if " or " in vr else vr
+
+
+REWRITES = frozenset(
+    {Action.DUMMY, Action.HASH, Action.SHIFT_DATE, Action.REPLACE, Action.CLEAN}
+)
+"""Actions that write a new value into the element, which must suit its encoded VR."""
+
+
+def fits(action: Action, vr: str, value: str | None = None) -> bool:
+    """Whether `action` can write a valid value of `vr`, the VR an element was encoded
+    with when it differs from the dictionary's (a name sent as LO, a date as US).
+
+    Where it cannot, the element goes: writing the dictionary VR's value into it would
+    make a file nobody can write, and keeping the original would leak what the rule
+    replaces.
+    """
+    if vr == "SQ":
+        return False  # a sequence where a value was due: its items could hold anything
+    if action is Action.DUMMY:
+        return dummy(vr) is not None
+    if action is Action.HASH:
+        return vr in HASHABLE_VRS
+    if action is Action.SHIFT_DATE:
+        return vr in DATE_VRS
+    if action is Action.CLEAN:
+        return vr in TEXT_VRS or vr in DATE_VRS or vr == "PN"
+    if action is Action.REPLACE:
+        try:
+            validate_value(vr, value, validation_mode=2)  # 2: raise
+        except ValueError:
+            return False
+        return True
+    return True
 
 
 def _never(_: str) -> bool:
@@ -165,6 +199,14 @@ class _Walker:
         charsets: list[str] | None = None,
     ) -> None:
         action = rule.action
+        encoded = str(elem.VR)
+        if action in REWRITES and encoded != vr and not decode.is_raw(elem):
+            if not fits(action, encoded, rule.value):
+                del ds[elem.tag]  # keeping the original is no answer to a rule that replaces it
+                return
+            if action is Action.CLEAN and vr == "PN":
+                action = Action.DUMMY  # a person's name stays one whatever its encoding
+            vr = encoded
         if vr == "SQ" or elem.VR == "SQ":
             self._sequence(ds, elem, action, inside, charsets)
             return

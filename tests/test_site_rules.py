@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from tasks.anonymize import anonymize
+from tasks.archive import encode
 from tasks.policy import build_policy
 from tasks.pseudonyms import Pseudonymizer
 from tasks.rules import RulesError, load_rules, parse_rules
@@ -174,3 +178,28 @@ def test_uid_rules_keep_registered_uids(tmp_path: Path) -> None:
     out = anonymize(ct_with_private(), build_policy([], rules), KEYS)
     assert out.SOPClassUID == original.SOPClassUID  # a SOP class names no patient
     assert out.SOPInstanceUID == KEYS.uid(original.SOPInstanceUID)
+
+
+def test_a_rewrite_that_does_not_fit_the_encoded_vr_removes_the_element(tmp_path: Path) -> None:
+    """An attribute encoded with another VR than the dictionary's, whose rule writes a new
+    value (dummy, hash, shift, replace) that the encoded VR cannot hold, goes."""
+    rules = tmp_path / "site.toml"
+    rules.write_text(
+        "[attributes]\n"
+        'AccessionNumber = "hash"\n'
+        'StudyDate = "shift-date"\n'
+        'InstitutionalDepartmentName = { replace = "Radiology" }\n'
+    )
+    ds = ct_with_private()
+    hospital = Dataset()
+    hospital.Manufacturer = "General Hospital of Baker Street"
+    ds.add(DataElement(0x00080080, "SQ", Sequence([hospital])))  # InstitutionName (D) as SQ
+    ds.add(DataElement(0x00080050, "FD", 912345.0))  # AccessionNumber as FD
+    ds.add(DataElement(0x00080020, "US", 1961))  # StudyDate as US
+    ds.add(DataElement(0x00081040, "SS", 17))  # InstitutionalDepartmentName as SS
+    data = encode(anonymize(ds, build_policy([], rules), KEYS))
+    assert b"Baker Street" not in data
+    out = dcmread(io.BytesIO(data))
+    for keyword in ("InstitutionName", "AccessionNumber", "StudyDate"):
+        assert keyword not in out, keyword
+    assert "InstitutionalDepartmentName" not in out

@@ -21,7 +21,7 @@ from pydicom.valuerep import validate_value
 
 from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from tasks import decode, phi_gate
-from tasks.policy import Policy
+from tasks.policy import Policy, is_local_code
 from tasks.pseudonyms import Pseudonymizer, is_registered_uid, is_standard_uid
 from tasks.replacements import clean_text, dummy, max_length, shift_date
 from tasks.rules import DATE_VRS, HASHABLE_VRS, Action, PrivateKey, Rule
@@ -130,6 +130,7 @@ class _Walker:
     ) -> None:
         charsets = decode.encodings(ds, inherited)
         creators = _private_creators(ds)
+        local_code = inside in (Action.DUMMY, Action.CLEAN) and is_local_code(ds)
         for elem in list(ds):
             tag = elem.tag
             if tag.is_private:
@@ -151,7 +152,9 @@ class _Walker:
             decoded = self._decoded(ds, elem, vr, charsets)
             if decoded is None:
                 continue
-            rule = self.policy.public_rule(tag) or self.policy.fallback(tag, vr, inside)
+            rule = self.policy.public_rule(tag) or self.policy.fallback(
+                tag, vr, inside, local_code
+            )
             self.apply(ds, decoded, rule, vr, inside, charsets)
         self._drop_unused_creators(ds)
 

@@ -18,6 +18,8 @@ from pydicom.datadict import (
     keyword_for_tag,
     tag_for_keyword,
 )
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.tag import BaseTag
 
 from tasks.profile import (
@@ -44,6 +46,29 @@ FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 cleans (C) as a whole, these are treated the same way unless a rule names them."""
 
 DATE_TIME_VRS = frozenset({"DA", "DT", "TM"})
+
+SHORT_TEXT_VRS = frozenset({"LO", "SH"})
+"""Short text: inside a sequence the profile replaces or cleans, cleaned unless a rule
+names it (a label, a code meaning can name the patient too)."""
+
+STANDARD_CODING_SCHEMES = frozenset(codes.schemes()) | {"SRT"}
+"""Coding schemes whose codes the standard's context groups use (pydicom's code
+dictionary), and SRT, the retired designator of SNOMED still sent by many devices.
+Codes of any other scheme (99xxx, local ones) are whatever a site typed."""
+
+CODE_VALUE_TAGS = frozenset(
+    int(tag_for_keyword(k) or 0) for k in ("CodeValue", "LongCodeValue", "CodeMeaning")
+)
+
+
+def is_local_code(item: Dataset) -> bool:
+    """True for a code item whose scheme the standard does not define: its value and
+    meaning may be free text or an ID (a patient's number as a local code)."""
+    if not any(tag in item for tag in CODE_VALUE_TAGS):
+        return False
+    scheme = str(item.get("CodingSchemeDesignator", "") or "").strip()
+    return scheme not in STANDARD_CODING_SCHEMES or scheme.startswith("99")
+
 
 RETIRED_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 """Retired attributes of these VRs are where old devices put free text; no current IOD
@@ -113,14 +138,18 @@ class Policy:
             return Rule(shift, f"{what}, modified dates")
         return Rule(Action.REMOVE, what)
 
-    def fallback(self, tag: BaseTag, vr: str, inside: Action | None) -> Rule:
+    def fallback(
+        self, tag: BaseTag, vr: str, inside: Action | None, local_code: bool = False
+    ) -> Rule:
         """For attributes no rule names.
 
         Unknown public attributes go (nobody can vouch for them), and so do URLs (they
         can name a host or a patient) and retired text attributes (old devices wrote free
         text there); person names are emptied; UIDs remapped unless the standard defines
         them (or the site keeps UIDs); free text in a sequence the profile replaces or
-        cleans shares its fate. Dates and times follow the date option (`date_rule`).
+        cleans shares its fate, and so do the value and meaning of a code of a local
+        scheme there (`local_code`: the item is one); short text there is cleaned.
+        Dates and times follow the date option (`date_rule`).
         """
         if not keyword_for_tag(tag):
             return Rule(Action.REMOVE, "dicomflow: not in the data dictionary")
@@ -135,8 +164,13 @@ class Policy:
         if vr == "UI":
             keep = "retain-uids" in self.options
             return Rule(Action.KEEP if keep else Action.UID, "dicomflow: UID")
-        if vr in FREE_TEXT_VRS and inside in (Action.DUMMY, Action.CLEAN):
-            return Rule(inside, "dicomflow: free text in a replaced or cleaned sequence")
+        if inside in (Action.DUMMY, Action.CLEAN):
+            if local_code and int(tag) in CODE_VALUE_TAGS:
+                return Rule(inside, "dicomflow: local code in a replaced or cleaned sequence")
+            if vr in FREE_TEXT_VRS:
+                return Rule(inside, "dicomflow: free text in a replaced or cleaned sequence")
+            if vr in SHORT_TEXT_VRS:
+                return Rule(Action.CLEAN, "dicomflow: text in a replaced or cleaned sequence")
         return Rule(Action.KEEP, "dicomflow: not named by the profile")
 
     def describe(self, tags: list[int] | None = None) -> list[tuple[str, str, str, str]]:

@@ -275,3 +275,45 @@ def test_text_sent_as_bytes_is_decoded_for_its_rule() -> None:
     out = anonymize(ds, build_policy(["clean-descriptors"], None), KEYS)
     assert (out["StudyDescription"].VR, out.StudyDescription) == ("LO", "CT chest for *** ***")
     assert (out["ManufacturerModelName"].VR, out.ManufacturerModelName) == ("LO", "Mega Scanner")
+
+
+def code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def with_sr_content() -> Dataset:
+    """SR-like content: a code of a local scheme holding the patient's ID and name, a
+    standard code, and short free text (LO) naming the patient."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName, ds.PatientID = "Holmes^Sherlock", "PID-221B"
+    finding = Dataset()
+    finding.ValueType = "CODE"
+    finding.ConceptNameCodeSequence = Sequence([code("PID-221B", "99BAKER", "Sherlock Holmes")])
+    finding.ConceptCodeSequence = Sequence([code("39607008", "SCT", "Lung")])
+    finding.Manufacturer = "Scanner of Sherlock Holmes"
+    ds.ContentSequence = Sequence([finding])
+    return ds
+
+
+def test_local_codes_and_short_text_in_replaced_sequences_do_not_keep_their_values() -> None:
+    """Content Sequence is D: a local scheme's code value and meaning are dummied, a
+    standard code stays, short text is cleaned."""
+    out = anonymize(with_sr_content(), RULES, KEYS)
+    finding = out.ContentSequence[0]
+    local = finding.ConceptNameCodeSequence[0]
+    assert (local.CodeValue, local.CodeMeaning) == ("ANONYMIZED", "ANONYMIZED")
+    standard = finding.ConceptCodeSequence[0]
+    assert (standard.CodeValue, standard.CodeMeaning) == ("39607008", "Lung")
+    assert finding.Manufacturer == "Scanner of *** ***"
+    data = encode(out)
+    assert b"Holmes" not in data and b"221B" not in data
+
+
+def test_local_codes_in_cleaned_sequences_are_cleaned() -> None:
+    """Under Clean Structured Content (Content Sequence C) they are cleaned instead."""
+    out = anonymize(with_sr_content(), build_policy(["clean-structured-content"], None), KEYS)
+    local = out.ContentSequence[0].ConceptNameCodeSequence[0]
+    assert (local.CodeValue, local.CodeMeaning) == ("***", "*** ***")
+    assert out.ContentSequence[0].ConceptCodeSequence[0].CodeMeaning == "Lung"

@@ -8,29 +8,50 @@ element of the result, at any depth. A hit sends the instance to quarantine.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import DicomDictionary, tag_for_keyword
 from pydicom.dataset import Dataset
 
-from tasks.replacements import DUMMY
+from tasks import decode
+from tasks.replacements import DUMMY, fold
 
-IDENTIFYING_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "OtherPatientIDs",
-    "OtherPatientNames",
-    "PatientBirthName",
-    "PatientMotherBirthName",
-    "AccessionNumber",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "MedicalRecordLocator",
-    "PatientBirthDate",
-    "PatientTelecomInformation",
-    "ResponsiblePerson",
+PERSON_NAME_KEYWORDS = tuple(
+    sorted(keyword for vr, _, _, _, keyword in DicomDictionary.values() if vr == "PN" and keyword)
 )
-"""Values that identify the patient wherever they turn up (PS3.15 E.1-1: D, Z or X)."""
+"""Every person name attribute of the data dictionary: the patient's and the relatives',
+and the staff's (operators, physicians, observers), who are identifying too."""
+
+IDENTIFYING_KEYWORDS = tuple(
+    dict.fromkeys(
+        (
+            "PatientName",
+            "PatientID",
+            "OtherPatientIDs",
+            "OtherPatientNames",
+            "PatientBirthName",
+            "PatientMotherBirthName",
+            "AccessionNumber",
+            "AdmissionID",
+            "ServiceEpisodeID",
+            "RequestedProcedureID",
+            "PlacerOrderNumberImagingServiceRequest",
+            "FillerOrderNumberImagingServiceRequest",
+            "PatientAddress",
+            "PatientTelephoneNumbers",
+            "MedicalRecordLocator",
+            "PatientBirthDate",
+            "PatientTelecomInformation",
+            "ResponsiblePerson",
+            *PERSON_NAME_KEYWORDS,
+        )
+    )
+)
+"""Values that identify the patient wherever they turn up (PS3.15 E.1-1: D, Z or X):
+names of anyone the instance names, the patient's IDs and the IDs that lead to them
+(accession, admission, order numbers), birth date, address, phones."""
+
+NAME_KEYWORDS = frozenset(PERSON_NAME_KEYWORDS)
 
 TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 """Where people write text. Not UIDs (ours by now), numbers, dates or code strings,
@@ -38,6 +59,10 @@ whose digits and defined terms would match IDs and name parts by chance."""
 
 MIN_TOKEN = 3
 """Name parts shorter than this (initials, 'MR') are too common to be evidence."""
+
+MIN_DIGITS = 5
+"""Numbers shorter than this (series numbers, doses, years) turn up by chance; longer
+digit runs that equal an ID are evidence wherever they are."""
 
 MIN_IDEOGRAPHIC = 2
 """Chinese, Japanese and Korean names: two characters already make a family or given
@@ -47,8 +72,11 @@ IDEOGRAPHIC_START = 0x2E80
 """From here on Unicode holds the CJK radicals, kana, ideographs and Hangul."""
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+_COMPONENTS = re.compile(r"[\^=\s]+")
+_NOT_DIGIT = re.compile(r"\D+")
 
-OURS = frozenset(str(value).upper() for value in DUMMY.values())
+
+OURS = frozenset(fold(str(value)) for value in DUMMY.values())
 """Values we write ourselves ('ANONYMIZED'): a patient already called that is no leak."""
 
 
@@ -63,33 +91,74 @@ class PhiFound(Exception):
 def _values(ds: Dataset, keywords: tuple[str, ...]) -> Iterator[tuple[str, str]]:
     """(keyword, value) for each value of those attributes, at any depth, in one pass."""
     wanted = {tag_for_keyword(k): k for k in keywords}
+    charsets = decode.encodings(ds)
     for elem in ds.iterall():
         keyword = wanted.get(elem.tag)
         if keyword and elem.value not in (None, ""):
-            values = elem.value if elem.VM > 1 else [elem.value]
-            yield from ((keyword, str(v).strip()) for v in values)
+            if decode.is_raw(elem):  # sent as UN or OB: the text is in the bytes
+                values: Iterable[object] = [decode.as_text(bytes(elem.value), charsets)]
+            else:
+                values = elem.value if elem.VM > 1 else [elem.value]
+            yield from ((keyword, str(v).strip(" \x00")) for v in values)
+
+
+def birth_date_spellings(value: str) -> set[str]:
+    """A birth date as people write it in text: 1961-07-04, 04.07.1961, 1961/07/04,
+    04/07/1961, 07/04/1961 (and the DA form itself)."""
+    digits = _NOT_DIGIT.sub("", value)
+    if len(digits) != 8:
+        return set()
+    y, m, d = digits[:4], digits[4:6], digits[6:]
+    return {digits, f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{y}/{m}/{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}"}
+
+
+def _name(value: str, whole: set[str], parts: set[str]) -> None:
+    """A person's name: the whole value, each part, and each component with its
+    punctuation dropped ("O'Brien" is also written OBrien, "Smith-Jones" SmithJones)."""
+    if len(value) >= MIN_TOKEN:
+        whole.add(value)
+    tokens = _TOKEN.findall(value)
+    joined = ["".join(_TOKEN.findall(c)) for c in _COMPONENTS.split(value)]
+    for token in {*tokens, *joined}:
+        if ord(max(token, default="\0")) >= IDEOGRAPHIC_START:
+            if len(token) >= MIN_IDEOGRAPHIC:
+                whole.add(token)
+        elif len(token) >= MIN_TOKEN:
+            parts.add(token)
+
+
+def _identifier(keyword: str, value: str, whole: set[str]) -> None:
+    """An ID, address, phone or date: the value, and the digits of a value made of
+    digits and punctuation only (a phone, an ID written 123-45-678)."""
+    if keyword == "PatientBirthDate":
+        whole.update(birth_date_spellings(value))
+    if value.isdigit():
+        if len(value) >= MIN_DIGITS:
+            whole.add(value)
+        return
+    if len(value) >= MIN_TOKEN:
+        whole.add(value)
+    digits = _NOT_DIGIT.sub("", value)
+    if len(digits) >= MIN_DIGITS and not any(c.isalpha() for c in value):
+        whole.add(digits)
 
 
 def originals(
     ds: Dataset, keywords: tuple[str, ...] = IDENTIFYING_KEYWORDS
 ) -> tuple[frozenset[str], frozenset[str]]:
-    """Whole identifying values, and the name parts among them, as they arrived.
+    """Whole identifying values, and the name parts among them, as they arrived, each
+    `fold`-ed for comparison.
 
     `keywords` leaves out what a site's rules keep on purpose.
     """
     whole: set[str] = set()
     parts: set[str] = set()
     for keyword, value in _values(ds, keywords):
-        if len(value) >= MIN_TOKEN:
-            whole.add(value.upper())
-        if "Name" not in keyword:
-            continue
-        for token in _TOKEN.findall(value):
-            if ord(max(token)) >= IDEOGRAPHIC_START:
-                if len(token) >= MIN_IDEOGRAPHIC:
-                    whole.add(token)
-            elif len(token) >= MIN_TOKEN:
-                parts.add(token.upper())
+        value = fold(value)
+        if keyword in NAME_KEYWORDS:
+            _name(value, whole, parts)
+        else:
+            _identifier(keyword, value, whole)
     return frozenset(whole - OURS), frozenset(parts - OURS)
 
 
@@ -117,6 +186,6 @@ def check(
             text = str(value).strip(" \x00")
             if text in ours:
                 continue
-            text = text.upper()
+            text = fold(text)
             if any(w in text for w in whole) or parts.intersection(_TOKEN.findall(text)):
                 raise PhiFound(elem.keyword)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -232,3 +233,50 @@ def test_the_leak_check_fails_when_a_rule_is_removed(keyword: str) -> None:
     )
     found = [f for p in corpus() for f in leaks(p, weakened, full)]
     assert found, f"no leak seen with the {keyword} rule turned into keep"
+
+
+def with_staff_and_spellings() -> Dataset:
+    """A patient and staff whose names and IDs turn up in descriptors written otherwise."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "O'Brien^Mary-Kate"
+    ds.PatientBirthDate = "19610704"
+    ds.PatientID = "PID-221B"
+    ds.OtherPatientIDs = "4455667"
+    ds.AdmissionID = "ADM-998877"
+    ds.OperatorsName = "Watson^John"
+    ds.ReferringPhysicianName = "Moriarty^James"
+    ds.PerformingPhysicianName = "Zoe\u0308^Strauß"  # a decomposed ë
+    return ds
+
+
+WRITTEN_OTHERWISE = {
+    "StudyDescription": "CT for OBrien MaryKate",
+    "SeriesDescription": "tech WATSON, ref Dr Moriarty",
+    "ImageComments": "adm ADM-998877 seen by ZOË STRAUSS",
+    "PerformedProcedureStepDescription": "born 1961-07-04",
+    "RequestedProcedureDescription": "dob 04.07.1961 or 1961/07/04",
+}
+GONE = ("brien", "marykate", "1961", "watson", "moriarty", "998877", "zoë", "strauss")
+
+
+def test_clean_takes_out_staff_names_ids_and_other_spellings() -> None:
+    ds = with_staff_and_spellings()
+    for keyword, text in WRITTEN_OTHERWISE.items():
+        setattr(ds, keyword, text)
+    policy = build_policy(["clean-descriptors"], None)
+    out = anonymize(ds, policy, KEYS)
+    for keyword in WRITTEN_OTHERWISE:
+        cleaned = str(out.get(keyword, "")).casefold()
+        assert "***" in cleaned, keyword
+        assert not [g for g in GONE if g in cleaned], (keyword, cleaned)
+    assert str(out.StudyDescription).startswith("CT for ")
+
+
+@pytest.mark.parametrize("keyword", list(WRITTEN_OTHERWISE))
+def test_phi_gate_finds_staff_names_ids_and_other_spellings(keyword: str) -> None:
+    whole, parts = phi_gate.originals(with_staff_and_spellings())
+    kept = Dataset()
+    setattr(kept, keyword, WRITTEN_OTHERWISE[keyword])
+    with pytest.raises(phi_gate.PhiFound):
+        phi_gate.check(kept, whole, parts)

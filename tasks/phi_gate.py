@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from pydicom.datadict import DicomDictionary, tag_for_keyword
+from pydicom.datadict import DicomDictionary, dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from tasks import decode
@@ -53,9 +54,9 @@ names of anyone the instance names, the patient's IDs and the IDs that lead to t
 
 NAME_KEYWORDS = frozenset(PERSON_NAME_KEYWORDS)
 
-TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-"""Where people write text. Not UIDs (ours by now), numbers, dates or code strings,
-whose digits and defined terms would match IDs and name parts by chance."""
+GATE_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+"""Where people write text, code strings included (a device writes what it likes there).
+Not UIDs (ours by now), numbers or dates, whose digits would match IDs by chance."""
 
 MIN_TOKEN = 3
 """Name parts shorter than this (initials, 'MR') are too common to be evidence."""
@@ -74,6 +75,7 @@ IDEOGRAPHIC_START = 0x2E80
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _COMPONENTS = re.compile(r"[\^=\s]+")
 _NOT_DIGIT = re.compile(r"\D+")
+_DIGITS = re.compile(r"\d+")
 
 
 OURS = frozenset(fold(str(value)) for value in DUMMY.values())
@@ -162,30 +164,76 @@ def originals(
     return frozenset(whole - OURS), frozenset(parts - OURS)
 
 
+def _bounded(value: str) -> str:
+    """A pattern for `value` as a word of its own; Chinese, Japanese and Korean names
+    anywhere, since such text has no spaces between words."""
+    if ord(max(value)) >= IDEOGRAPHIC_START:
+        return re.escape(value)
+    return rf"(?<![^\W_]){re.escape(value)}(?![^\W_])"
+
+
+def _searched_vr(elem: DataElement) -> str:
+    """The VR whose values the gate reads for `elem`: the dictionary's for a public
+    element sent as bytes, else the encoded one."""
+    if decode.is_raw(elem) and not elem.tag.is_private:
+        try:
+            vr = str(dictionary_VR(elem.tag))
+        except KeyError:
+            return "UN"
+        return vr if " or " not in vr else "OB"
+    return str(elem.VR)
+
+
+def texts(elem: DataElement, charsets: list[str]) -> list[str]:
+    """The text the gate searches in `elem`: each value of a text or code string
+    element, and the bytes of one sent as UN or OB that is text by the dictionary (or,
+    private or unknown, looks like text), decoded."""
+    if elem.value in (None, "", b""):
+        return []
+    vr = _searched_vr(elem)
+    if decode.is_raw(elem):
+        data = bytes(elem.value)
+        textual = vr in GATE_VRS or (vr == "UN" and decode.looks_textual(data))
+        return decode.as_text(data, charsets).split("\\") if textual else []
+    if vr not in GATE_VRS:
+        return []
+    values = elem.value if elem.VM > 1 else [elem.value]
+    return [str(v) for v in values]
+
+
 def check(
     ds: Dataset, whole: frozenset[str], parts: frozenset[str], ours: frozenset[str] = frozenset()
 ) -> None:
     """Raise `PhiFound` if a text value of `ds` (or its file meta) holds an original value.
 
-    Whole values match anywhere inside a text; name parts match whole words only, so
-    a surname does not flag every word it happens to be part of. Values in `ours` are
-    what the anonymizer wrote itself (method markers, a site's fixed replacements)
-    and are not searched: a patient called Hospital is not in 'Research Hospital'.
+    Whole values and name parts match as words of their own (or a run of five digits
+    or more equal to an ID), so a surname or an ID does not flag every word it happens
+    to be part of; code strings are searched too, and text sent as bytes decoded.
+    Values in `ours` are what the anonymizer wrote itself (method markers, a site's
+    fixed replacements) and are not searched: a patient called Hospital is not in
+    'Research Hospital'.
     """
     if not whole and not parts:
         return
+    pattern = (
+        re.compile("|".join(_bounded(w) for w in sorted(whole, key=len, reverse=True)))
+        if whole
+        else None
+    )
+    charsets = decode.encodings(ds)
     elements = list(ds.iterall())
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         elements.extend(meta)
     for elem in elements:
-        if elem.VR not in TEXT_VRS or elem.value in (None, ""):
-            continue
-        values = elem.value if elem.VM > 1 else [elem.value]
-        for value in values:
-            text = str(value).strip(" \x00")
-            if text in ours:
+        for value in texts(elem, charsets):
+            text = value.strip(" \x00")
+            if not text or text in ours:
                 continue
             text = fold(text)
-            if any(w in text for w in whole) or parts.intersection(_TOKEN.findall(text)):
+            if (
+                (pattern is not None and pattern.search(text))
+                or parts.intersection(_TOKEN.findall(text))
+                or any(len(run) >= MIN_DIGITS and run in whole for run in _DIGITS.findall(text))
+            ):
                 raise PhiFound(elem.keyword)

@@ -22,6 +22,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -280,3 +281,40 @@ def test_phi_gate_finds_staff_names_ids_and_other_spellings(keyword: str) -> Non
     setattr(kept, keyword, WRITTEN_OTHERWISE[keyword])
     with pytest.raises(phi_gate.PhiFound):
         phi_gate.check(kept, whole, parts)
+
+
+def gate_hit(ds: Dataset) -> bool:
+    whole, parts = phi_gate.originals(with_staff_and_spellings())
+    try:
+        phi_gate.check(ds, whole, parts)
+    except phi_gate.PhiFound:
+        return True
+    return False
+
+
+def test_phi_gate_reads_code_strings_and_text_sent_as_bytes() -> None:
+    """CS values, and text encoded as UN or OB (public or private), are searched."""
+    cs = Dataset()
+    cs.BodyPartExamined = "MORIARTY"
+    assert gate_hit(cs)
+    public = Dataset()
+    public.add(DataElement(0x00081090, "OB", b"Watson's scanner"))  # ManufacturerModelName
+    assert gate_hit(public)
+    private = Dataset()
+    private.private_block(0x0009, "ACME 1.0", create=True).add_new(0x01, "UN", b"for OBrien ")
+    assert gate_hit(private)
+    pixels = Dataset()
+    pixels.add(DataElement(0x7FE00010, "OB", b"WATSON"))  # pixel data is not text
+    assert not gate_hit(pixels)
+
+
+def test_phi_gate_matches_whole_words_and_digit_runs_equal_to_an_id() -> None:
+    def text(value: str) -> Dataset:
+        ds = Dataset()
+        ds.StudyDescription = value
+        return ds
+
+    assert gate_hit(text("ref PID-221B."))
+    assert not gate_hit(text("XPID-221BX"))  # another word that merely contains the ID
+    assert gate_hit(text("MRN4455667"))  # the digits of OtherPatientIDs, run into a word
+    assert not gate_hit(text("44556670"))

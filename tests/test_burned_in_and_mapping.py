@@ -8,12 +8,15 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from catalog.query import connect
+from tasks import burned_in
 from tasks.ingest import IngestContext, archive_files, record_instances
 
 
@@ -99,3 +102,20 @@ def test_mapping_table_is_private_and_outside_the_catalog(
     assert row["study_instance_uid"] == archived.StudyInstanceUID
     catalog_bytes = b"".join(p.read_bytes() for p in ctx.catalog_dir.rglob("*") if p.is_file())
     assert one.PatientID.encode() not in catalog_bytes
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["yes", " YES ", "YES\x00", ["NO", "YES"], b"YES "],
+    ids=["lower", "spaces", "nul-padded", "second-value", "bytes"],
+)
+def test_burned_in_yes_is_yes_however_it_is_written(value: object) -> None:
+    ds = Dataset()
+    ds.add(DataElement(0x00280301, "OB" if isinstance(value, bytes) else "CS", value))
+    assert burned_in.declared(ds) == "YES"
+    assert burned_in.suspect(ds)
+
+
+def test_a_yes_among_values_is_quarantined(ctx: IngestContext) -> None:
+    outcome = archive_files(land(ctx, instance("CT", "NO\\yes")), ctx)
+    assert outcome.new == 0 and reasons(ctx) == ["burned-in"]

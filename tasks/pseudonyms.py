@@ -46,6 +46,12 @@ class Pseudonymizer:
         digest = self._digest("text", original.strip())
         return base64.b32encode(digest).decode().rstrip("=")[: max(1, min(length, 52))]
 
+    def landed_name(self, original: str) -> str:
+        """A keyed stand-in for a file name someone else chose, such as
+        ``hashed-7Q2K4M9XB3D5F6H1A2C3E4G5J6``: the same name always gives the same one."""
+        digest = self._digest("landed-name", original)
+        return "hashed-" + base64.b32encode(digest).decode().rstrip("=")[:26]
+
     def date_shift_days(self, patient: str) -> int:
         """How many days this patient's dates move (negative: into the past)."""
         digest = self._digest("date-shift", patient)

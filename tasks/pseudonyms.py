@@ -29,7 +29,9 @@ class Pseudonymizer:
     salt: bytes
 
     def _digest(self, kind: str, value: str) -> bytes:
-        return hmac.new(self.salt, f"{kind}\x00{value}".encode(), hashlib.sha256).digest()
+        # surrogateescape: a file name that is not UTF-8 still hashes (to its own bytes)
+        data = f"{kind}\x00{value}".encode("utf-8", "surrogateescape")
+        return hmac.new(self.salt, data, hashlib.sha256).digest()
 
     def uid(self, original: str) -> str:
         """A new UID under the 2.25 (UUID) arc, from the original UID (PS3.5 B.2)."""

@@ -204,11 +204,13 @@ class _Walker:
         action = rule.action
         encoded = str(elem.VR)
         if action in REWRITES and encoded != vr and not decode.is_raw(elem):
+            if action is Action.CLEAN and vr == "PN":
+                action = Action.DUMMY  # a person's name stays one whatever its encoding
+            elif action is Action.CLEAN and vr in DATE_VRS:
+                action = Action.SHIFT_DATE  # and so does a date
             if not fits(action, encoded, rule.value):
                 del ds[elem.tag]  # keeping the original is no answer to a rule that replaces it
                 return
-            if action is Action.CLEAN and vr == "PN":
-                action = Action.DUMMY  # a person's name stays one whatever its encoding
             vr = encoded
         if vr == "SQ" or elem.VR == "SQ":
             self._sequence(ds, elem, action, inside, charsets)

@@ -188,6 +188,7 @@ def test_a_rewrite_that_does_not_fit_the_encoded_vr_removes_the_element(tmp_path
         "[attributes]\n"
         'AccessionNumber = "hash"\n'
         'StudyDate = "shift-date"\n'
+        'SeriesDate = "clean"\n'
         'InstitutionalDepartmentName = { replace = "Radiology" }\n'
     )
     ds = ct_with_private()
@@ -196,10 +197,11 @@ def test_a_rewrite_that_does_not_fit_the_encoded_vr_removes_the_element(tmp_path
     ds.add(DataElement(0x00080080, "SQ", Sequence([hospital])))  # InstitutionName (D) as SQ
     ds.add(DataElement(0x00080050, "FD", 912345.0))  # AccessionNumber as FD
     ds.add(DataElement(0x00080020, "US", 1961))  # StudyDate as US
+    ds.add(DataElement(0x00080021, "LO", "1961-07-04"))  # SeriesDate as LO: no date to move
     ds.add(DataElement(0x00081040, "SS", 17))  # InstitutionalDepartmentName as SS
     data = encode(anonymize(ds, build_policy([], rules), KEYS))
     assert b"Baker Street" not in data
     out = dcmread(io.BytesIO(data))
-    for keyword in ("InstitutionName", "AccessionNumber", "StudyDate"):
+    for keyword in ("InstitutionName", "AccessionNumber", "StudyDate", "SeriesDate"):
         assert keyword not in out, keyword
     assert "InstitutionalDepartmentName" not in out

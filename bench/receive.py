@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -337,21 +338,27 @@ def dicomflow_command() -> str:
 
 
 @contextmanager
-def run_ours(run_dir: Path) -> Iterator[Running]:
-    """dicomflow receive: each instance is written, fsynced and renamed before Success."""
+def run_ours(run_dir: Path, processes: int = 1) -> Iterator[Running]:
+    """dicomflow receive: each instance is written, fsynced and renamed before Success;
+    with `processes` > 1, that many receiver processes share the port."""
     port, data = free_port(), run_dir / "data"
     cmd = [dicomflow_command(), "--data-dir", str(data), "receive"]
     cmd += ["--host", LOOPBACK, "--port", str(port), "--ae-title", "DICOMFLOW"]
-    with server(cmd, port, run_dir / "server.log", child_env({}), signal.SIGINT):
+    env = child_env({"DICOMFLOW_RECEIVER__PROCESSES": str(processes)})
+    with server(cmd, port, run_dir / "server.log", env, signal.SIGINT):
+        if processes > 1:
+            time.sleep(2.0)  # the other processes join the port after the first listens
         yield Running(port, "DICOMFLOW", lambda: count_files(data / "landing", "*.dcm"))
 
 
 @contextmanager
-def run_storescp(run_dir: Path) -> Iterator[Running]:
-    """dcmtk storescp in its default mode: parse, write the file (no fsync), answer."""
+def run_storescp(run_dir: Path, fork: bool = False) -> Iterator[Running]:
+    """dcmtk storescp in its default mode: parse, write the file (no fsync), answer;
+    with `fork`, one child process per association (its --fork mode)."""
     port, out = free_port(), run_dir / "out"
     out.mkdir()
-    cmd = ["storescp", "-aet", "STORESCP", "-od", str(out), str(port)]
+    cmd = ["storescp", "-aet", "STORESCP", *(["--fork"] if fork else []), "-od", str(out)]
+    cmd.append(str(port))
     with server(cmd, port, run_dir / "server.log", child_env(NODELAY_ENV), signal.SIGTERM):
         yield Running(port, "STORESCP", lambda: count_files(out))
 
@@ -404,26 +411,41 @@ RECEIVERS = (
 # --- measuring -----------------------------------------------------------------------------
 
 
-def send(corpus: Corpus, running: Running) -> float:
-    """Wall time of storescu sending the whole corpus over one association."""
+def send(corpus: Corpus, running: Running, parallel: int = 1) -> float:
+    """Wall time of storescu sending the whole corpus: over one association, or split
+    over `parallel` storescu processes at once, one association each."""
     cmd = ["storescu", "-aet", SCU_AET, "-aec", running.ae_title, LOOPBACK, str(running.port)]
-    cmd += ["+sd", str(corpus.folder)]
+    files = sorted(str(p) for p in corpus.folder.rglob("*") if p.is_file())
+    shares = [files[i::parallel] for i in range(parallel)] if parallel > 1 else [[]]
     started = time.perf_counter()
-    out = subprocess.run(
-        cmd, env=child_env(NODELAY_ENV), capture_output=True, text=True, timeout=SEND_TIMEOUT
-    )
+    senders = [
+        subprocess.Popen(
+            cmd + (share or ["+sd", str(corpus.folder)]),
+            env=child_env(NODELAY_ENV),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for share in shares
+    ]
+    outcomes = [
+        (s.wait(timeout=SEND_TIMEOUT), s.stderr.read() if s.stderr else "") for s in senders
+    ]
     elapsed = time.perf_counter() - started
-    if out.returncode != 0:
-        raise BenchError(f"storescu failed ({out.returncode}):\n{out.stderr[-2000:]}")
+    for code, err in outcomes:
+        if code != 0:
+            raise BenchError(f"storescu failed ({code}):\n{err[-2000:]}")
     return elapsed
 
 
-def measure(receiver: Receiver, corpus: Corpus, run_dir: Path) -> tuple[float, int]:
+def measure(
+    receiver: Receiver, corpus: Corpus, run_dir: Path, parallel: int = 1
+) -> tuple[float, int]:
     """One run on a fresh folder; counts what landed while the receiver still runs."""
     run_dir.mkdir()
     try:
         with receiver.start(run_dir) as running:
-            seconds = send(corpus, running)
+            seconds = send(corpus, running, parallel)
             stored = running.count_stored()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -434,14 +456,14 @@ def measure(receiver: Receiver, corpus: Corpus, run_dir: Path) -> tuple[float, i
 
 
 def bench_corpus(
-    corpus: Corpus, receivers: list[Receiver], runs: int, workdir: Path
+    corpus: Corpus, receivers: list[Receiver], runs: int, workdir: Path, parallel: int = 1
 ) -> list[Result]:
     """Interleave the receivers run by run, so drift in the machine hits all alike."""
     results = [Result(r.name, corpus) for r in receivers]
     for run in range(runs):
         for receiver, result in zip(receivers, results, strict=True):
             run_dir = workdir / f"{receiver.name}-{corpus.name}-{run}"
-            seconds, stored = measure(receiver, corpus, run_dir)
+            seconds, stored = measure(receiver, corpus, run_dir, parallel)
             result.seconds.append(seconds)
             result.stored.append(stored)
             note = "" if stored == corpus.count else f"  MISSING {corpus.count - stored}"
@@ -518,27 +540,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="if no private network namespace can be made, still run storescp and Orthanc, "
         "which then listen on all interfaces (default: skip them)",
     )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="senders at once, one association each (1); with more, dicomflow runs that "
+        "many receiver processes and storescp runs with --fork",
+    )
     args = parser.parse_args(argv)
-    if args.count < 1 or args.runs < 1:
-        parser.error("--count and --runs must be at least 1")
+    if args.count < 1 or args.runs < 1 or args.parallel < 1:
+        parser.error("--count, --runs and --parallel must be at least 1")
     return args
 
 
-def choose_receivers(isolation: str | None, allow_all: bool) -> list[Receiver]:
+def choose_receivers(isolation: str | None, allow_all: bool, parallel: int) -> list[Receiver]:
     """All receivers when isolated; without isolation only those that bind loopback."""
+    receivers = list(RECEIVERS)
+    if parallel > 1:
+        receivers = [
+            Receiver("dicomflow", partial(run_ours, processes=parallel), True, True),
+            Receiver("storescp", partial(run_storescp, fork=True)),
+            Receiver("orthanc", run_orthanc),
+        ]
     if isolation is None or allow_all:
-        return list(RECEIVERS)
+        return receivers
     print(
         "skipping storescp and Orthanc: they would listen on all interfaces "
         "(pass --allow-all-interfaces to run them anyway)"
     )
-    return [r for r in RECEIVERS if r.loopback_only]
+    return [r for r in receivers if r.loopback_only]
 
 
 def run(args: argparse.Namespace) -> int:
     isolation = isolate_network()  # first: before numpy or anything else starts threads
     print_environment(isolation)
-    receivers = choose_receivers(isolation, args.allow_all_interfaces)
+    receivers = choose_receivers(isolation, args.allow_all_interfaces, args.parallel)
+    if args.parallel > 1:
+        print(f"parallel:    {args.parallel} senders at once, one association each")
     names = ["ct", "small"] if args.corpus == "both" else [args.corpus]
     workdir = Path(tempfile.mkdtemp(prefix="dicomflow-bench-", dir=args.workdir))
     print(f"scratch:     {workdir}")
@@ -547,7 +585,7 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             corpus = build_corpus(name, workdir, args.count)
             print(f"corpus {name}: {corpus.count} files, {corpus.nbytes / 1e6:.1f} MB", flush=True)
-            results += bench_corpus(corpus, receivers, args.runs, workdir)
+            results += bench_corpus(corpus, receivers, args.runs, workdir, args.parallel)
             shutil.rmtree(corpus.folder)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -63,22 +63,25 @@ def _stop_on_signal() -> threading.Event:
 
 
 def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
+    from functools import partial
+
     from flows.logs import configure_logging
-    from receiver.scp import start_receiver
+    from receiver.pool import start_pool
 
     configure_logging(settings.data_dir, args.verbose)
     stop = _stop_on_signal()
-    receiver = start_receiver(
+    pool = start_pool(
         _receiver_settings(settings, args),
         settings.landing,
         settings.move_ledger(),
         settings.served_archive(),
+        log_setup=partial(configure_logging, settings.data_dir, args.verbose),
     )
     try:
         stop.wait()
     finally:
-        receiver.stop()
-    print(f"stopped: {receiver.counter.stored} stored, {receiver.counter.failed} refused")
+        stored, refused = pool.stop()
+    print(f"stopped: {stored} stored, {refused} refused")
     return 0
 
 

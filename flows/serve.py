@@ -9,7 +9,6 @@ running autoload finish its current step, then stops the receiver and the server
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from flows.settings import Settings
+from receiver.pool import die_with_parent
 from receiver.settings import ReceiverSettings
 
 LOGGER = logging.getLogger("dicomflow.serve")
@@ -28,13 +28,6 @@ LOGGER = logging.getLogger("dicomflow.serve")
 
 class ServeError(Exception):
     """`serve` cannot start; the message says what to change."""
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the parent dies, even by SIGKILL (Linux prctl)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _healthy(api_url: str) -> bool:
@@ -67,7 +60,7 @@ def prefect_api(port: int, timeout: float = 120.0) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         env=env,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -96,7 +89,10 @@ def _raise_interrupt(*_: object) -> None:
 
 def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
     """Run the receiver and the scheduled autoload until SIGINT or SIGTERM."""
-    from receiver.scp import start_receiver
+    from functools import partial
+
+    from flows.logs import configure_logging
+    from receiver.pool import start_pool
 
     # Until the runner takes over the signals, SIGTERM unwinds like Ctrl-C, so the
     # Prefect server started below is always stopped.
@@ -113,11 +109,12 @@ def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
         from flows.autoload import autoload
 
         with temporary_settings({PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
-            receiver = start_receiver(
+            receivers = start_pool(
                 receiver_settings,
                 settings.landing,
                 settings.move_ledger(),
                 settings.served_archive(),
+                log_setup=partial(configure_logging, settings.data_dir),
             )
             try:
                 interval = settings.autoload.interval_seconds
@@ -144,4 +141,4 @@ def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
                 )
                 asyncio.run(runner.start())
             finally:
-                receiver.stop()
+                receivers.stop()

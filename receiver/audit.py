@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import UTC, datetime
 
 AUDIT = logging.getLogger("dicomflow.audit")
@@ -20,6 +21,7 @@ def audit_line(event: str, **fields: object) -> str:
     record: dict[str, object] = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "event": event,
+        "process": os.getpid(),
     }
     record.update({key: value for key, value in fields.items() if value is not None})
     return json.dumps(record, default=str)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -139,6 +140,14 @@ class NoDelayServer(ThreadedAssociationServer):
     not in the accept loop, where one silent client would stall everyone.
     """
 
+    reuse_port = False
+    """Let sibling processes listen on the same port (SO_REUSEPORT)."""
+
+    def server_bind(self) -> None:
+        if self.reuse_port and self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
         client, address = self.socket.accept()
@@ -167,6 +176,12 @@ class NoDelayServer(ThreadedAssociationServer):
                 return
             request.settimeout(timeout)
         super().finish_request(request, client_address)
+
+
+class SharedPortServer(NoDelayServer):
+    """The server of one receiver process among several on one port."""
+
+    reuse_port = True
 
 
 @dataclass
@@ -321,6 +336,7 @@ def _receipt(
             "move_originator_message_id": message_id,
             "job_id": job_id,
             "ms": round(ms, 2),
+            "process": os.getpid(),
         }
     )
 
@@ -498,7 +514,10 @@ def make_server(
         server = cast(
             NoDelayServer,
             ae.make_server(
-                address, evt_handlers=handlers, server_class=NoDelayServer, ssl_context=ssl_context
+                address,
+                evt_handlers=handlers,
+                server_class=SharedPortServer if settings.processes > 1 else NoDelayServer,
+                ssl_context=ssl_context,
             ),
         )
     except OSError as exc:

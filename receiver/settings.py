@@ -124,7 +124,16 @@ class ReceiverSettings(BaseModel):
     port: int = Field(11112, ge=0, le=65535, description="TCP port to listen on (0 = any free).")
     max_pdu: int = max_pdu("Maximum PDU size we receive, in bytes (0 = unlimited).")
     max_associations: int = Field(
-        10, ge=1, le=1000, description="Associations served at the same time."
+        10, ge=1, le=1000, description="Associations served at the same time, per process."
+    )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Receiver processes sharing the port (SO_REUSEPORT); more than one lets "
+            "parallel associations use more than one core."
+        ),
     )
     require_called_ae_title: bool = Field(
         True,

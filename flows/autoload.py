@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +12,17 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
+from flows.locks import autoload_lock, exclusive
 from flows.settings import Settings, SettingsError, load_settings
 from receiver.durable import restrict_new_files
-from tasks.autoload import archive_batch, clear_batch, list_landed, record_batch
+from tasks.autoload import (
+    archive_batch,
+    clear_batch,
+    list_landed,
+    record_batch,
+    record_quarantine,
+    record_receipts,
+)
 from tasks.ingest import IngestContext
 from tasks.policy import build_policy
 from tasks.profile import ProfileError
@@ -31,8 +35,11 @@ class AutoloadSummary:
 
     landed: int = 0
     archived: int = 0
+    versions: int = 0
+    """Re-sent instances with changed content: archived as a new version."""
     duplicates: int = 0
     recorded: int = 0
+    receipts: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
     seconds: float = 0.0
@@ -42,28 +49,6 @@ class AutoloadSummary:
     @property
     def files_per_second(self) -> float:
         return self.landed / self.seconds if self.seconds else 0.0
-
-
-@contextmanager
-def exclusive(lock_path: Path, wait_seconds: float = 0.0) -> Iterator[bool]:
-    """Hold an exclusive lock on `lock_path`, waiting up to `wait_seconds` for it to be
-    free; yields whether we got it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait_seconds
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.2)
-        yield True
-    finally:
-        os.close(fd)
 
 
 def preflight(settings: Settings) -> None:
@@ -87,7 +72,11 @@ def ingest_context(settings: Settings, run_id: str) -> IngestContext:
     return IngestContext(
         archive_dir=settings.archive,
         quarantine_dir=settings.quarantine,
-        catalog_dir=settings.catalog,
+        catalog_dir=settings.catalog_location,
+        catalog_options=dict(settings.catalog.storage_options),
+        catalog_lock=settings.catalog_lock,
+        record_unit=settings.catalog.record_unit,
+        logs_dir=settings.logs_dir,
         salt=settings.salt(),
         options=tuple(settings.anonymize.options),
         site_rules=settings.anonymize.site_rules,
@@ -122,7 +111,7 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
     logger = get_run_logger()
     summary = AutoloadSummary()
     started = time.perf_counter()
-    with exclusive(settings.data_dir / "autoload.lock", wait_for_lock_seconds) as owner:
+    with exclusive(autoload_lock(settings.data_dir), wait_for_lock_seconds) as owner:
         if not owner:
             summary.skipped = "another autoload run holds the lock"
             logger.info("skipped: %s", summary.skipped)
@@ -130,17 +119,21 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
         ctx = ingest_context(settings, str(flow_run.id or "local"))
         landed = list_landed(settings.landing)
         summary.landed = len(landed)
+        # Receipts first: the batches look up their files' calling AE titles there.
+        summary.receipts = record_receipts(ctx)
         quarantined: Counter[str] = Counter()
         for batch_no, paths in enumerate(batches(landed, settings.autoload.batch_size), 1):
             outcome = archive_batch(paths, ctx, batch_no)
-            summary.recorded += record_batch(outcome, settings.catalog, batch_no)
+            summary.recorded += record_batch(outcome, ctx, batch_no)
             clear_batch(outcome, batch_no)
             summary.archived += outcome.new
+            summary.versions += outcome.versions
             summary.duplicates += outcome.duplicates
             summary.bytes += outcome.bytes
             quarantined.update(outcome.quarantined)
             summary.batches = batch_no
         summary.quarantined = dict(quarantined)
+        record_quarantine(ctx)  # also after a retry moved files out
     summary.seconds = round(time.perf_counter() - started, 3)
     logger.info(
         "landed %d, archived %d, duplicates %d, quarantined %d in %.1f s",

@@ -1,5 +1,5 @@
-"""The `dicomflow` command: receiver, autoload, serve, sql, quarantine, policy, demo and
-remote nodes.
+"""The `dicomflow` command: receiver, autoload, serve, sql, catalog, quarantine, policy, demo
+and remote nodes.
 
 Only this module exits the process; everything below raises typed errors, which
 `main` turns into one line on stderr.
@@ -133,6 +133,47 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     if out is not None:
         print(f"wrote {rows} rows to {out}", file=sys.stderr)
     return 0
+
+
+def cmd_catalog_compact(settings: Settings, args: argparse.Namespace) -> int:
+    """Merge small parts now (the `catalog-compact` deployment does it on a schedule)."""
+    from catalog.compact import compact
+
+    result = compact(settings.catalog_store(), settings.catalog.keep_replaced_seconds)
+    for partition, parts in result.partitions.items():
+        print(f"  {partition}: {parts} parts -> 1")
+    print(
+        f"merged {result.merged} parts into {result.written}, deleted {result.deleted} "
+        f"old files in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def cmd_catalog_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the catalog as one DuckDB file, for the DuckDB CLI and notebooks."""
+    from catalog.export import ExportError, export_database
+
+    out = Path(args.out)
+    try:
+        counts = export_database(settings.catalog_store(), out)
+    except (ExportError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    shown = ", ".join(f"{table} {rows}" for table, rows in counts.items())
+    print(f"wrote {out} ({shown}); open it with: duckdb {shlex.quote(str(out))}")
+    return 0
+
+
+def cmd_catalog_check(settings: Settings, args: argparse.Namespace) -> int:
+    """Every current row has its archive file (size, hash) and every archive file a row."""
+    from catalog.check import check
+
+    result = check(settings.catalog_store(), settings.archive, hashes=not args.no_hash)
+    for problem in result.problems:
+        print(problem)
+    verdict = f"{len(result.problems)} problems" if result.problems else "ok"
+    hashed = "sizes" if args.no_hash else "sizes and SHA-256"
+    print(f"{verdict}: {result.rows} catalog rows, {result.files} archive files ({hashed} checked)")
+    return EXIT_FAILURE if result.problems else 0
 
 
 def _chosen_quarantine(settings: Settings, args: argparse.Namespace) -> list:
@@ -357,6 +398,27 @@ def build_parser() -> argparse.ArgumentParser:
         "attributes", nargs="*", metavar="ATTRIBUTE", help="keywords or tags to show (all)"
     )
     policy.set_defaults(func=cmd_policy)
+
+    cat = sub.add_parser(
+        "catalog", parents=[common], help="keep the catalog: compact, export, check"
+    )
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    compact = cat_sub.add_parser(
+        "compact", parents=[common], help="merge small Parquet parts (readers keep working)"
+    )
+    compact.set_defaults(func=cmd_catalog_compact)
+    export = cat_sub.add_parser(
+        "export", parents=[common], help="write the catalog as one DuckDB database file"
+    )
+    export.add_argument("--out", metavar="FILE", required=True, help="e.g. catalog.duckdb")
+    export.set_defaults(func=cmd_catalog_export)
+    check = cat_sub.add_parser(
+        "check",
+        parents=[common],
+        help="compare catalog rows with archive files (existence, size, SHA-256)",
+    )
+    check.add_argument("--no-hash", action="store_true", help="compare sizes only (faster)")
+    check.set_defaults(func=cmd_catalog_check)
 
     quar = sub.add_parser(
         "quarantine", parents=[common], help="list quarantined files, or retry them"

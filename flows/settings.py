@@ -203,6 +203,23 @@ class CatalogSettings(BaseModel):
             '{"profile": "research"}; see docs/catalog.md.'
         ),
     )
+    keep_replaced_seconds: float = Field(
+        86400.0,
+        ge=0,
+        le=365 * 86400,
+        allow_inf_nan=False,
+        description=(
+            "How long parts merged away by compaction stay on disk, for connections "
+            "opened before it; a connection older than this must reconnect."
+        ),
+    )
+    compact_interval_seconds: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86400,
+        allow_inf_nan=False,
+        description="Seconds between the compactions `serve` runs.",
+    )
 
 
 class Settings(BaseSettings):

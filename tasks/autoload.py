@@ -15,6 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
+from catalog.compact import CompactionResult, compact
+from catalog.store import open_store
 from receiver.landing import LandingZone
 from tasks import ingest, operations
 
@@ -91,3 +93,16 @@ def record_quarantine(ctx: ingest.IngestContext) -> int:
     """Make the quarantine table match the quarantine folder."""
     return operations.mirror_quarantine(ctx)
 
+
+@run_step("compact catalog")
+def compact_catalog(
+    location: str,
+    storage_options: dict[str, Any],
+    lock_path: Path | None,
+    keep_replaced_seconds: float,
+) -> CompactionResult:
+    """Merge the catalog's small parts; drop those replaced longer ago than the grace period."""
+    try:
+        return compact(open_store(location, storage_options, lock_path), keep_replaced_seconds)
+    except OSError as exc:
+        raise ingest.StorageUnavailable.during("compaction", exc) from exc

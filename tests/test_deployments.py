@@ -35,6 +35,7 @@ def test_prefect_yaml_deploys_autoload_on_an_interval(prefect_harness) -> None:
     with get_client(sync_client=True) as client:
         scheduled = client.read_deployment_by_name("autoload/autoload")
         manual = client.read_deployment_by_name("autoload/autoload-manual")
+        compaction = client.read_deployment_by_name("catalog-compact/catalog-compact")
     assert scheduled.entrypoint == "flows/autoload.py:autoload"
     # deployed from the project folder: the worker runs the flow from there
     (step,) = scheduled.pull_steps
@@ -43,6 +44,9 @@ def test_prefect_yaml_deploys_autoload_on_an_interval(prefect_harness) -> None:
     assert manual.schedules == []
     assert scheduled.global_concurrency_limit.limit == 1
     assert "config_file" in scheduled.parameter_openapi_schema["properties"]
+    assert compaction.entrypoint == "flows/compact.py:catalog_compact"
+    assert [s.schedule.interval for s in compaction.schedules] == [timedelta(seconds=3600)]
+    assert compaction.global_concurrency_limit.limit == 1
 
 
 def test_prefect_yaml_deploys_retrieve_with_a_form(prefect_harness) -> None:

@@ -35,7 +35,7 @@ from catalog.store import (
     Part,
     Retired,
 )
-from receiver.durable import fsync_dir
+from receiver.durable import fsync_dir, sweep_partials
 
 DEFAULT_KEEP_SECONDS = 86400.0
 ORPHAN_AGE_SECONDS = 3600.0
@@ -74,6 +74,21 @@ def _compaction_lock(store: CatalogStore) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def sweep_temporary(store: CatalogStore) -> int:
+    """Delete the temporary files writers killed mid-write left in a local catalog.
+
+    Only for a caller that keeps autoload out (it holds the autoload lock), and never
+    while a compaction runs: its merged part is a temporary file until renamed.
+    """
+    if store.local_root is None:
+        return 0
+    try:
+        with _compaction_lock(store):
+            return sweep_partials(store.local_root)
+    except CompactionBusy:
+        return 0
 
 
 def _groups(manifest: Manifest, min_parts: int) -> dict[tuple[str, str], list[Part]]:

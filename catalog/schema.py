@@ -228,7 +228,13 @@ INSTANCES = Table(
         Column("archive_relpath", pa.string(), None, "Path of the archived file in the archive."),
         Column("file_size", pa.int64(), None, "Size of the archived file in bytes."),
         Column("sha256", pa.string(), None, "SHA-256 of the archived file."),
-        Column("landed_name", pa.string(), None, "Landing-zone file the instance came from."),
+        Column(
+            "landed_name",
+            pa.string(),
+            None,
+            "Landing-zone file the instance came from (a keyed hash when our receiver did not"
+            " name it).",
+        ),
         Column(
             "received_at",
             pa.timestamp("us", tz="UTC"),
@@ -347,7 +353,8 @@ QUARANTINE = Table(
             "quarantine_name",
             pa.string(),
             None,
-            "File name in the quarantine folder, without .dcm (its reason file adds .reason.json).",
+            "File name in the quarantine folder, without .dcm (its reason file adds"
+            " .reason.json); a name our receiver did not give is a keyed hash.",
         ),
         Column("event", pa.string(), None, "quarantined or released."),
         Column(
@@ -361,11 +368,16 @@ QUARANTINE = Table(
             "detail",
             pa.string(),
             None,
-            "What was wrong (names elements, never values; a processing-error quotes the"
-            " error message).",
+            "What was wrong (names elements, never values; for a processing-error only the"
+            " error's type: its message is in the quarantine reason file).",
         ),
         Column("quarantined_at", pa.timestamp("us", tz="UTC"), None, "When it was quarantined."),
-        Column("landed_name", pa.string(), None, "Landing-zone file it came from."),
+        Column(
+            "landed_name",
+            pa.string(),
+            None,
+            "Landing-zone file it came from (a keyed hash when our receiver did not name it).",
+        ),
         Column("file_size", pa.int64(), None, "Size of the quarantined file in bytes."),
         *_version("quarantine entry"),
         *_lineage(),

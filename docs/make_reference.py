@@ -1,4 +1,4 @@
-"""Write docs/configuration.md and docs/catalog.md from the code that defines them.
+"""Write docs/configuration.md, catalog.md and conformance.md from the code that defines them.
 
 Run after changing a setting or a catalog column:
 ``.venv/bin/python docs/make_reference.py``; tests/test_docs.py fails until you do.
@@ -325,9 +325,17 @@ def catalog() -> str:
     return "\n".join(parts)
 
 
+def conformance_statement() -> str:
+    """docs/conformance.md: `dicomflow conformance` under the default settings."""
+    from receiver.conformance import conformance
+
+    return conformance(ReceiverSettings(), ScuSettings())
+
+
 def main() -> None:
     (DOCS / "configuration.md").write_text(configuration())
     (DOCS / "catalog.md").write_text(catalog())
+    (DOCS / "conformance.md").write_text(conformance_statement())
 
 
 if __name__ == "__main__":

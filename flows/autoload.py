@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,9 +14,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
+from catalog.compact import sweep_temporary
 from flows.locks import autoload_lock, exclusive
 from flows.settings import Settings, SettingsError, load_settings
-from receiver.durable import restrict_new_files
+from receiver.durable import restrict_new_files, sweep_partials
 from tasks.autoload import (
     archive_batch,
     clear_batch,
@@ -49,6 +52,22 @@ class AutoloadSummary:
     @property
     def files_per_second(self) -> float:
         return self.landed / self.seconds if self.seconds else 0.0
+
+
+@contextmanager
+def crash_sweep(settings: Settings) -> Iterator[int]:
+    """Mark a run as under way; after a run that died, first sweep the files it left.
+
+    The marker outlives a killed run, so the next run (holding the lock) knows that
+    temporary files in archive and catalog are orphans. A clean run never walks them.
+    """
+    marker = settings.data_dir / "autoload.unfinished"
+    removed = 0
+    if marker.exists():
+        removed = sweep_partials(settings.archive) + sweep_temporary(settings.catalog_store())
+    marker.touch()
+    yield removed
+    marker.unlink()
 
 
 def preflight(settings: Settings) -> None:
@@ -117,23 +136,10 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
             logger.info("skipped: %s", summary.skipped)
             return summary
         ctx = ingest_context(settings, str(flow_run.id or "local"))
-        landed = list_landed(settings.landing)
-        summary.landed = len(landed)
-        # Receipts first: the batches look up their files' calling AE titles there.
-        summary.receipts = record_receipts(ctx)
-        quarantined: Counter[str] = Counter()
-        for batch_no, paths in enumerate(batches(landed, settings.autoload.batch_size), 1):
-            outcome = archive_batch(paths, ctx, batch_no)
-            summary.recorded += record_batch(outcome, ctx, batch_no)
-            clear_batch(outcome, batch_no)
-            summary.archived += outcome.new
-            summary.versions += outcome.versions
-            summary.duplicates += outcome.duplicates
-            summary.bytes += outcome.bytes
-            quarantined.update(outcome.quarantined)
-            summary.batches = batch_no
-        summary.quarantined = dict(quarantined)
-        record_quarantine(ctx)  # also after a retry moved files out
+        with crash_sweep(settings) as swept:
+            if swept:
+                logger.info("removed %d temporary files a crashed run left", swept)
+            _run_batches(settings, ctx, summary)
     summary.seconds = round(time.perf_counter() - started, 3)
     logger.info(
         "landed %d, archived %d, duplicates %d, quarantined %d in %.1f s",
@@ -145,6 +151,27 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
     )
     publish_summary(summary)
     return summary
+
+
+def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummary) -> None:
+    """Archive, record, then clear landing, batch after batch, adding up into `summary`."""
+    landed = list_landed(settings.landing)
+    summary.landed = len(landed)
+    # Receipts first: the batches look up their files' calling AE titles there.
+    summary.receipts = record_receipts(ctx)
+    quarantined: Counter[str] = Counter()
+    for batch_no, paths in enumerate(batches(landed, settings.autoload.batch_size), 1):
+        outcome = archive_batch(paths, ctx, batch_no)
+        summary.recorded += record_batch(outcome, ctx, batch_no)
+        clear_batch(outcome, batch_no)
+        summary.archived += outcome.new
+        summary.versions += outcome.versions
+        summary.duplicates += outcome.duplicates
+        summary.bytes += outcome.bytes
+        quarantined.update(outcome.quarantined)
+        summary.batches = batch_no
+    summary.quarantined = dict(quarantined)
+    record_quarantine(ctx)  # also after a retry moved files out
 
 
 def publish_summary(summary: AutoloadSummary) -> None:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalog.store import CatalogError
+from flows import remote, share
 from flows.args import positive_int
-from flows.remote import RemoteError, add_commands
+from flows.remote import RemoteError
 from flows.serve import ServeError
 from flows.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 from receiver.durable import restrict_new_files
@@ -70,7 +71,10 @@ def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.data_dir, args.verbose)
     stop = _stop_on_signal()
     receiver = start_receiver(
-        _receiver_settings(settings, args), settings.landing, settings.move_ledger()
+        _receiver_settings(settings, args),
+        settings.landing,
+        settings.move_ledger(),
+        settings.served_archive(),
     )
     try:
         stop.wait()
@@ -217,6 +221,7 @@ def cmd_quarantine_retry(settings: Settings, args: argparse.Namespace) -> int:
     """Move quarantined files back into landing, so autoload tries them again."""
     from flows.locks import autoload_lock, exclusive
     from tasks.operations import record_quarantine
+    from tasks.pseudonyms import Pseudonymizer
     from tasks.quarantine import QuarantineError, release
 
     chosen = _chosen_quarantine(settings, args)
@@ -235,13 +240,26 @@ def cmd_quarantine_retry(settings: Settings, args: argparse.Namespace) -> int:
         except QuarantineError as exc:
             raise CommandError(f"{exc} ({moved} moved before)") from None
         finally:
-            record_quarantine(settings.catalog_store(), settings.quarantine, "quarantine-retry")
+            keys = Pseudonymizer(settings.salt())
+            record_quarantine(settings.catalog_store(), settings.quarantine, "retry", keys)
     print(f"moved {moved} files back to landing ({settings.landing})")
     if not moved:
         return 0
     if args.autoload:
         return cmd_autoload(settings, args)
     print("`dicomflow autoload` (or the next scheduled run) processes them")
+    return 0
+
+
+def cmd_conformance(settings: Settings, args: argparse.Namespace) -> int:
+    from receiver.conformance import conformance
+
+    text = conformance(settings.receiver, settings.scu)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -437,13 +455,22 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--autoload", action="store_true", help="run autoload on them right after")
     retry.set_defaults(func=cmd_quarantine_retry)
 
+    statement = sub.add_parser(
+        "conformance",
+        parents=[common],
+        help="write the DICOM conformance statement of this configuration",
+    )
+    statement.add_argument("--out", metavar="FILE", help="write to FILE (default: stdout)")
+    statement.set_defaults(func=cmd_conformance)
+
     demo = sub.add_parser(
         "demo",
         parents=[common],
         help="send real sample files to a local receiver, autoload, summarize",
     )
     demo.set_defaults(func=cmd_demo)
-    add_commands(sub, common)
+    remote.add_commands(sub, common)
+    share.add_commands(sub, common)
     return parser
 
 

@@ -89,7 +89,9 @@ def our_receiver(settings: Settings) -> Iterator[str]:
     else:
         yield "running"
         return
-    receiver = start_receiver(settings.receiver, settings.landing, settings.move_ledger())
+    receiver = start_receiver(
+        settings.receiver, settings.landing, settings.move_ledger(), settings.served_archive()
+    )
     try:
         yield "started"
     finally:

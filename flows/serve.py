@@ -116,7 +116,10 @@ def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
 
         with temporary_settings({PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
             receiver = start_receiver(
-                receiver_settings, settings.landing, settings.move_ledger()
+                receiver_settings,
+                settings.landing,
+                settings.move_ledger(),
+                settings.served_archive(),
             )
             try:
                 interval = settings.autoload.interval_seconds

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from receiver.move_ledger import MoveLedger, ledger_dir
+from receiver.qr_scp import Archive
 from receiver.settings import ReceiverSettings, RemoteNode, ScuSettings
 from tasks.profile import check_options
 
@@ -355,6 +356,10 @@ class Settings(BaseSettings):
     def retrieve_dir(self) -> Path:
         """Retrieval jobs' outcome tables and breaker state; holds original identifiers."""
         return self.data_dir / "retrieve"
+
+    def served_archive(self) -> Archive:
+        """What the receiver's Q/R SCP answers from: the catalog, sending to our nodes."""
+        return Archive(self.catalog_store(), self.nodes)
 
     def move_ledger(self) -> MoveLedger:
         """Our open C-MOVEs, shared by the retrieve side and the receiver."""

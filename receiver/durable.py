@@ -84,3 +84,20 @@ def remove_durably(paths: list[Path]) -> None:
         parents.add(path.parent)
     for parent in parents:
         fsync_dir(parent)
+
+
+def sweep_partials(root: Path) -> int:
+    """Delete every temporary file under `root`; only for when no writer can be running.
+
+    A writer killed between creating its temporary file and renaming it leaves the
+    file behind. It was never visible under a final name, so deleting it loses nothing.
+    """
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                (Path(dirpath) / name).unlink(missing_ok=True)
+                removed += 1
+    return removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -12,6 +13,15 @@ from pathlib import Path
 from receiver.durable import TMP_SUFFIX, write_atomic
 
 LANDED_SUFFIX = ".dcm"
+
+RECEIVED_NAME = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{32}" + re.escape(LANDED_SUFFIX))
+"""The names `LandingZone.store` gives: arrival time and a random UUID, nothing more."""
+
+
+def is_received_name(name: str) -> bool:
+    """True for a name our receiver gave; any other was chosen by whoever dropped the
+    file into landing, and may name the patient."""
+    return RECEIVED_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)

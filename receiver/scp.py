@@ -34,11 +34,12 @@ from pynetdicom.sop_class import _STORAGE_CLASSES, register_uid, uid_to_service_
 from pynetdicom.status import Status
 from pynetdicom.transport import ThreadedAssociationServer
 
-from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, access
+from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, access, qr_scp
 from receiver.access import AccessError, AccessPolicy, access_policy
 from receiver.audit import audit
 from receiver.landing import LandingZone
 from receiver.move_ledger import MoveLedger
+from receiver.qr_scp import Archive, qr_contexts
 from receiver.settings import ReceiverSettings
 from receiver.space import NoRoom, ensure_room
 from receiver.tls import TlsError, server_context
@@ -84,13 +85,21 @@ TRANSFER_SYNTAXES: tuple[UID, ...] = tuple(AllTransferSyntaxes)
 """Every transfer syntax pydicom knows; instances are stored as received, never transcoded."""
 
 
-def storage_contexts() -> list[PresentationContext]:
-    """SCP contexts for all storage SOP classes with all transfer syntaxes."""
-    return [build_context(uid, list(TRANSFER_SYNTAXES)) for uid in STORAGE_SOP_CLASSES]
+def storage_contexts(get_scu: bool = False) -> list[PresentationContext]:
+    """SCP contexts for all storage SOP classes with all transfer syntaxes.
+
+    With `get_scu`, a requestor may also take the Storage SCP role (SCP/SCU Role
+    Selection, PS3.7 D.3.3.4), which C-GET needs to receive on its own association.
+    """
+    contexts = [build_context(uid, list(TRANSFER_SYNTAXES)) for uid in STORAGE_SOP_CLASSES]
+    if get_scu:
+        for context in contexts:
+            context.scu_role, context.scp_role = True, True
+    return contexts
 
 
-def build_ae(settings: ReceiverSettings) -> AE:
-    """The Application Entity for receiving, configured from `settings` alone."""
+def build_ae(settings: ReceiverSettings, serve_archive: bool = False) -> AE:
+    """The Application Entity for receiving (and, with `serve_archive`, Q/R SCP)."""
     ae = AE(ae_title=settings.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
@@ -100,7 +109,15 @@ def build_ae(settings: ReceiverSettings) -> AE:
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
     ae.network_timeout = settings.network_timeout
-    ae.supported_contexts = VerificationPresentationContexts + storage_contexts()
+    contexts = VerificationPresentationContexts + storage_contexts(get_scu=serve_archive)
+    for cx in contexts + (qr_contexts() if serve_archive else []):
+        # one by one: the `supported_contexts` setter would drop the roles
+        ae.add_supported_context(
+            cast(UID, cx.abstract_syntax),
+            cx.transfer_syntax,
+            scu_role=cx.scu_role,
+            scp_role=cx.scp_role,
+        )
     return ae
 
 
@@ -117,14 +134,18 @@ class NoDelayServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with TCP_NODELAY on every accepted socket.
 
     Without it each small PDU of a C-STORE response can wait for Nagle's algorithm.
-    With TLS, the handshake runs in the connection's own thread, bounded by the ACSE
-    timeout, not in the accept loop, where one silent client would stall everyone.
+    Reads time out after the network timeout, even in the middle of a PDU. With TLS,
+    the handshake runs in the connection's own thread, bounded by the ACSE timeout,
+    not in the accept loop, where one silent client would stall everyone.
     """
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
         client, address = self.socket.accept()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # pynetdicom's idle timer runs between PDUs only: a peer that stops halfway
+        # through one would block its reader forever without a socket timeout.
+        client.settimeout(self.ae.network_timeout)
         if self.ssl_context:
             client = self.ssl_context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False
@@ -429,11 +450,15 @@ class ReceiverError(Exception):
 
 
 def make_server(
-    settings: ReceiverSettings, landing_dir: Path, ledger: MoveLedger | None = None
+    settings: ReceiverSettings,
+    landing_dir: Path,
+    ledger: MoveLedger | None = None,
+    archive: Archive | None = None,
 ) -> Receiver:
     """Bind the SCP on `settings.host:port` (not yet serving); the caller runs it.
 
     `ledger` holds our own open C-MOVEs, so receipts can name the job behind each.
+    With `archive` (and `settings.query_retrieve`), Q/R requests are answered from it.
     """
     configure_pynetdicom()
     landing = LandingZone(landing_dir)
@@ -446,7 +471,8 @@ def make_server(
         ssl_context = server_context(settings.tls) if settings.tls else None
     except (AccessError, TlsError) as exc:
         raise ReceiverError(str(exc)) from None
-    ae = build_ae(settings)
+    serving = archive if settings.query_retrieve else None
+    ae = build_ae(settings, serve_archive=serving is not None)
     counter = ReceiptCounter()
     store = StoreContext(landing, counter, AssociationIds(), ledger, settings.min_free_bytes)
     handlers: list[Any] = [
@@ -461,6 +487,12 @@ def make_server(
     ]
     if settings.accept_unknown_sop_classes:
         handlers.append((evt.EVT_REQUESTED, handle_requested))
+    if serving is not None:
+        handlers += [
+            (evt.EVT_C_FIND, qr_scp.handle_find, [serving]),
+            (evt.EVT_C_MOVE, qr_scp.handle_move, [serving]),
+            (evt.EVT_C_GET, qr_scp.handle_get, [serving]),
+        ]
     address = (settings.host, settings.port)
     try:
         server = cast(
@@ -480,10 +512,13 @@ def make_server(
 
 
 def start_receiver(
-    settings: ReceiverSettings, landing_dir: Path, ledger: MoveLedger | None = None
+    settings: ReceiverSettings,
+    landing_dir: Path,
+    ledger: MoveLedger | None = None,
+    archive: Archive | None = None,
 ) -> Receiver:
     """Start the SCP in a background thread and return it once it is listening."""
-    receiver = make_server(settings, landing_dir, ledger)
+    receiver = make_server(settings, landing_dir, ledger, archive)
     receiver.thread.start()
     LOGGER.info(
         "listening as %s on %s:%d%s, landing zone %s",

@@ -20,6 +20,7 @@ from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import code_to_category
 
 from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -69,8 +70,12 @@ class Peer:
         return address if self.name == address else f"{self.name} ({address})"
 
 
-def build_scu_ae(peer: Peer, abstract_syntaxes: Sequence[str]) -> AE:
-    """An AE proposing `abstract_syntaxes` (default transfer syntaxes) to `peer`."""
+def build_scu_ae(
+    peer: Peer,
+    abstract_syntaxes: Sequence[str],
+    contexts: Sequence[PresentationContext] | None = None,
+) -> AE:
+    """An AE proposing `contexts`, else `abstract_syntaxes` with default transfer syntaxes."""
     ae = AE(ae_title=peer.calling_ae)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
@@ -79,6 +84,9 @@ def build_scu_ae(peer: Peer, abstract_syntaxes: Sequence[str]) -> AE:
     ae.acse_timeout = peer.scu.acse_timeout
     ae.dimse_timeout = peer.scu.dimse_timeout
     ae.network_timeout = peer.scu.network_timeout
+    if contexts is not None:
+        ae.requested_contexts = list(contexts)
+        return ae
     for uid in abstract_syntaxes:
         ae.add_requested_context(uid)
     return ae
@@ -126,8 +134,12 @@ def _rejection(assoc: Association, peer: Peer) -> AssociationRejected:
 
 
 @contextmanager
-def _associated(peer: Peer, abstract_syntaxes: Sequence[str]) -> Iterator[Association]:
-    ae = build_scu_ae(peer, abstract_syntaxes)
+def _associated(
+    peer: Peer,
+    abstract_syntaxes: Sequence[str],
+    contexts: Sequence[PresentationContext] | None = None,
+) -> Iterator[Association]:
+    ae = build_scu_ae(peer, abstract_syntaxes, contexts)
     opened: list[bool] = []
     handlers: list[Any] = [(evt.EVT_CONN_OPEN, lambda _: opened.append(True))]
     node = peer.node
@@ -174,15 +186,22 @@ def echo(peer: Peer) -> float:
 
 
 @contextmanager
-def associate(peer: Peer, abstract_syntaxes: Sequence[str]) -> Iterator[Association]:
+def associate(
+    peer: Peer,
+    abstract_syntaxes: Sequence[str],
+    contexts: Sequence[PresentationContext] | None = None,
+) -> Iterator[Association]:
     """An association to `peer` for `abstract_syntaxes`, released after; C-ECHO first.
+
+    `contexts` gives the presentation contexts to propose when the default transfer
+    syntaxes for each abstract syntax are not what is wanted (sending files as stored).
 
     Raises a `ScuError` when the echo or the association fails, or when the node
     accepts none of the presentation contexts asked for.
     """
     if peer.scu.echo_first:
         echo(peer)
-    with _associated(peer, abstract_syntaxes) as assoc:
+    with _associated(peer, abstract_syntaxes, contexts) as assoc:
         accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
         missing = [uid for uid in abstract_syntaxes if uid not in accepted]
         if len(missing) == len(abstract_syntaxes):

@@ -147,6 +147,13 @@ class ReceiverSettings(BaseModel):
         description="Let any caller in even when bound to a non-loopback address.",
     )
     tls: TlsSettings | None = Field(None, description="Serve DICOM TLS instead of plain TCP.")
+    query_retrieve: bool = Field(
+        True,
+        description=(
+            "Serve Patient and Study Root C-FIND, C-MOVE and C-GET over the catalog to the "
+            "callers let in (anonymized data only); C-MOVE sends to configured nodes."
+        ),
+    )
     min_free_bytes: int = Field(
         128 * 2**20,
         ge=0,

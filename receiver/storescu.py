@@ -1,41 +1,22 @@
 """A Storage SCU: send DICOM files to a peer, one association per group of files.
 
 Used by the demo and the tests to feed a receiver over the network, exactly as a
-modality or PACS would.
+modality or PACS would: no C-ECHO first and no second try, so every refusal shows.
+Sending from the archive to a configured node is `receiver.send`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.status import code_to_category
 
 from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-
-MAX_CONTEXTS = 128
-"""Presentation contexts one association may propose (PS3.8 9.3.2.2)."""
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """The outcome of one file: a DIMSE status, or why it was never sent."""
-
-    path: Path
-    status: int | None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and code_to_category(self.status) == "Success"
-
-
-def _context_key(ds: Dataset) -> tuple[str, str]:
-    return str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)
+from receiver.send import MAX_CONTEXTS, header_key
+from receiver.send import Sent as SendResult
 
 
 def send_files(
@@ -55,12 +36,12 @@ def send_files(
     for path in paths:
         try:
             ds: Dataset = dcmread(path)
-            _context_key(ds)
+            header_key(ds)
         except Exception as exc:  # unreadable here means unsendable: say so
             results.append(SendResult(path, None, f"not sendable: {type(exc).__name__}: {exc}"))
             continue
         datasets.append((path, ds))
-    keys = sorted({_context_key(ds) for _, ds in datasets})
+    keys = sorted({header_key(ds) for _, ds in datasets})
     if not keys:
         return results
     if len(keys) > MAX_CONTEXTS:

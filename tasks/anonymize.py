@@ -8,19 +8,20 @@ creator goes when nothing of its block is left. Pixel data is never touched.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
+from pydicom.valuerep import validate_value
 
 from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from tasks import phi_gate
-from tasks.policy import Policy
+from tasks import decode, phi_gate
+from tasks.policy import Policy, is_local_code
 from tasks.pseudonyms import Pseudonymizer, is_registered_uid, is_standard_uid
 from tasks.replacements import clean_text, dummy, max_length, shift_date
 from tasks.rules import DATE_VRS, HASHABLE_VRS, Action, PrivateKey, Rule
@@ -59,6 +60,39 @@ def rule_vr(elem: DataElement) -> str:
     return str(elem.VR) if " or " in vr else vr
 
 
+REWRITES = frozenset(
+    {Action.DUMMY, Action.HASH, Action.SHIFT_DATE, Action.REPLACE, Action.CLEAN}
+)
+"""Actions that write a new value into the element, which must suit its encoded VR."""
+
+
+def fits(action: Action, vr: str, value: str | None = None) -> bool:
+    """Whether `action` can write a valid value of `vr`, the VR an element was encoded
+    with when it differs from the dictionary's (a name sent as LO, a date as US).
+
+    Where it cannot, the element goes: writing the dictionary VR's value into it would
+    make a file nobody can write, and keeping the original would leak what the rule
+    replaces.
+    """
+    if vr == "SQ":
+        return False  # a sequence where a value was due: its items could hold anything
+    if action is Action.DUMMY:
+        return dummy(vr) is not None
+    if action is Action.HASH:
+        return vr in HASHABLE_VRS
+    if action is Action.SHIFT_DATE:
+        return vr in DATE_VRS
+    if action is Action.CLEAN:
+        return vr in TEXT_VRS or vr in DATE_VRS or vr == "PN"
+    if action is Action.REPLACE:
+        try:
+            validate_value(vr, value, validation_mode=2)  # 2: raise
+        except ValueError:
+            return False
+        return True
+    return True
+
+
 def _never(_: str) -> bool:
     return False
 
@@ -89,9 +123,14 @@ class _Walker:
     shift_days: int
     whole: frozenset[str]
     parts: frozenset[str]
+    little_endian: bool = True
 
-    def dataset(self, ds: Dataset, inside: Action | None) -> None:
+    def dataset(
+        self, ds: Dataset, inside: Action | None, inherited: list[str] | None = None
+    ) -> None:
+        charsets = decode.encodings(ds, inherited)
         creators = _private_creators(ds)
+        local_code = inside in (Action.DUMMY, Action.CLEAN) and is_local_code(ds)
         for elem in list(ds):
             tag = elem.tag
             if tag.is_private:
@@ -100,12 +139,50 @@ class _Walker:
                     key: PrivateKey | None = (
                         (creator, tag.group, tag.element & 0xFF) if creator else None
                     )
-                    self.apply(ds, elem, self.policy.private_rule(key), str(elem.VR), inside)
+                    vr = self._private_vr(key, elem)
+                    rule = self.policy.private_rule(key, vr)
+                    if rule.action is not Action.REMOVE:
+                        decoded = self._decoded(ds, elem, vr, charsets)
+                        if decoded is None:
+                            continue
+                        elem = decoded
+                    self.apply(ds, elem, rule, str(elem.VR), inside, charsets)
                 continue
             vr = rule_vr(elem)
-            rule = self.policy.public_rule(tag) or self.policy.fallback(tag, vr, inside)
-            self.apply(ds, elem, rule, vr, inside)
+            decoded = self._decoded(ds, elem, vr, charsets)
+            if decoded is None:
+                continue
+            rule = self.policy.public_rule(tag) or self.policy.fallback(
+                tag, vr, inside, local_code
+            )
+            self.apply(ds, decoded, rule, vr, inside, charsets)
         self._drop_unused_creators(ds)
+
+    def _private_vr(self, key: PrivateKey | None, elem: DataElement) -> str:
+        """The VR the safe-private table gives, else pydicom's private dictionary, else the
+        encoded one: an implicit VR file gives private elements none."""
+        vr = self.policy.safe_private.get(key, "") if key else ""
+        if not vr and key:
+            try:
+                vr = str(private_dictionary_VR(elem.tag, key[0]))
+            except KeyError:
+                vr = ""
+        return vr if vr and " or " not in vr else str(elem.VR)
+
+    def _decoded(
+        self, ds: Dataset, elem: DataElement, vr: str, charsets: list[str]
+    ) -> DataElement | None:
+        """`elem` itself, or, when it holds raw bytes that should be a `vr` value, those
+        bytes decoded in its place; None (and the element gone) when they do not decode:
+        rules are for values, and bytes nobody can read are not kept."""
+        if not decode.is_raw(elem) or vr in decode.BINARY_VRS or vr == str(elem.VR) == "UN":
+            return elem
+        new = decode.decoded(elem, vr, charsets, self.little_endian)
+        if new is None:
+            del ds[elem.tag]
+            return None
+        ds[elem.tag] = new
+        return new
 
     @staticmethod
     def _drop_unused_creators(ds: Dataset) -> None:
@@ -116,11 +193,27 @@ class _Walker:
                 del ds[tag]
 
     def apply(
-        self, ds: Dataset, elem: DataElement, rule: Rule, vr: str, inside: Action | None
+        self,
+        ds: Dataset,
+        elem: DataElement,
+        rule: Rule,
+        vr: str,
+        inside: Action | None,
+        charsets: list[str] | None = None,
     ) -> None:
         action = rule.action
+        encoded = str(elem.VR)
+        if action in REWRITES and encoded != vr and not decode.is_raw(elem):
+            if action is Action.CLEAN and vr == "PN":
+                action = Action.DUMMY  # a person's name stays one whatever its encoding
+            elif action is Action.CLEAN and vr in DATE_VRS:
+                action = Action.SHIFT_DATE  # and so does a date
+            if not fits(action, encoded, rule.value):
+                del ds[elem.tag]  # keeping the original is no answer to a rule that replaces it
+                return
+            vr = encoded
         if vr == "SQ" or elem.VR == "SQ":
-            self._sequence(ds, elem, action, inside)
+            self._sequence(ds, elem, action, inside, charsets)
             return
         if isinstance(elem.value, bytes | bytearray) and action not in (
             Action.KEEP,
@@ -153,7 +246,12 @@ class _Walker:
             del ds[elem.tag]  # a private element of another VR: fail closed
 
     def _sequence(
-        self, ds: Dataset, elem: DataElement, action: Action, inside: Action | None
+        self,
+        ds: Dataset,
+        elem: DataElement,
+        action: Action,
+        inside: Action | None,
+        charsets: list[str] | None,
     ) -> None:
         """X removes, Z empties; D and C keep the items and treat their free text alike."""
         if action is Action.REMOVE:
@@ -164,7 +262,7 @@ class _Walker:
             return
         context = action if action in (Action.DUMMY, Action.CLEAN) else inside
         for item in elem.value:
-            self.dataset(item, context)
+            self.dataset(item, context, charsets)
 
     def _patient(self, elem: DataElement) -> None:
         # Nested Patient IDs (other patients, sources) get their own pseudonym.
@@ -253,14 +351,17 @@ def anonymize(
     whole, parts = identity or phi_gate.originals(
         ds, policy.gate_keywords(phi_gate.IDENTIFYING_KEYWORDS)
     )
-    walker = _Walker(policy, keys, keys.patient_id(key), keys.date_shift_days(key), whole, parts)
+    little_endian = ds.original_encoding[1] is not False  # big endian is retired, but read
+    walker = _Walker(
+        policy, keys, keys.patient_id(key), keys.date_shift_days(key), whole, parts, little_endian
+    )
     walker.dataset(ds, None)
     # Type 2 in every image IOD, and the archive and catalog key on them.
     ds.PatientID = walker.patient
     ds.PatientName = walker.patient
     meta = getattr(ds, "file_meta", None)
     if isinstance(meta, FileMetaDataset):
-        walker.dataset(meta, None)
+        replace(walker, little_endian=True).dataset(meta, None)
         if "SOPInstanceUID" in ds:
             meta.MediaStorageSOPInstanceUID = UID(str(ds.SOPInstanceUID))
         if "SOPClassUID" in ds:

@@ -8,6 +8,7 @@ their pixels without saying so are flagged in the catalog for review.
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 SUSPECT_MODALITIES = frozenset({"US", "IVUS", "XA", "RF", "ES", "XC", "GM", "SM", "OT", "DOC"})
 """Modalities whose images are often screen or video captures with text on them."""
@@ -17,8 +18,17 @@ SECONDARY_CAPTURE_ROOT = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def declared(ds: Dataset) -> str:
-    """The Burned In Annotation value as sent: YES, NO, or empty when absent."""
-    return str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    """The Burned In Annotation value: YES when any value of it reads YES once spaces
+    and NUL padding are trimmed, whatever its case or encoding (a device that writes
+    'yes' means it); else the values as sent, upper case (NO), or empty when absent."""
+    value = ds.get("BurnedInAnnotation")
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("latin-1").split("\\")
+    values = value if isinstance(value, MultiValue | list | tuple) else [value]
+    words = [str(v).strip(" \x00").upper() for v in values if v is not None]
+    if "YES" in words:
+        return "YES"
+    return "\\".join(w for w in words if w)
 
 
 def suspect(ds: Dataset) -> bool:

@@ -26,6 +26,7 @@ from typing import Any
 from catalog.records import record_batch
 from catalog.store import CatalogStore, open_store
 from receiver.durable import remove_durably
+from receiver.landing import is_received_name
 from tasks import burned_in, phi_gate
 from tasks.anonymize import anonymize
 from tasks.archive import Kind, archive_relpath, archive_version, encode
@@ -129,6 +130,12 @@ class ArchiveOutcome:
         return sum(a.rows["instances"]["file_size"] for a in self.archived if a.new)
 
 
+def landed_name(name: str, keys: Pseudonymizer) -> str:
+    """What the catalog records of a landed file's name: ours as it is, any other (a file
+    dropped into landing by hand, perhaps named after the patient) as a keyed hash."""
+    return text(name) if is_received_name(name) else keys.landed_name(name)
+
+
 def archive_one(
     path: Path, ctx: IngestContext, policy: Policy, keys: Pseudonymizer
 ) -> ArchivedInstance:
@@ -155,7 +162,7 @@ def archive_one(
         "archive_relpath": written.relpath.as_posix(),
         "file_size": written.size,
         "sha256": written.sha256,
-        "landed_name": text(path.name),
+        "landed_name": landed_name(path.name, keys),
         "received_at": received_at(path.name),
         "calling_ae_title": sender,
         "version": written.version,

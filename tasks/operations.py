@@ -17,7 +17,7 @@ import duckdb
 from catalog.query import attach
 from catalog.store import CatalogStore
 from tasks.anonymize import archived_uids
-from tasks.ingest import IngestContext, StorageUnavailable
+from tasks.ingest import IngestContext, StorageUnavailable, landed_name
 from tasks.policy import Policy
 from tasks.pseudonyms import Pseudonymizer
 from tasks.quarantine import Entry, entries
@@ -71,11 +71,28 @@ def _current_quarantine(store: CatalogStore) -> dict[str, dict[str, Any]]:
         con.close()
 
 
+def catalog_name(stem: str, keys: Pseudonymizer) -> str:
+    """A quarantine name as the catalog records it: one our receiver gave as it is, any
+    other (a file dropped into landing by hand may be named after the patient) as a
+    keyed hash, like `instances.landed_name`."""
+    return landed_name(f"{stem}.dcm", keys).removesuffix(".dcm")
+
+
+def catalog_detail(reason: str, detail: str) -> str:
+    """What the catalog keeps of a reason's detail. Ours name elements, never values; an
+    unexpected error's message may quote a value, so only its type is kept."""
+    if reason == "processing-error":
+        kind = detail.split(":", 1)[0].strip()
+        return f"{kind} (the message is in the quarantine reason file)"
+    return detail[:2000]
+
+
 def quarantine_changes(
     present: list[Entry],
     current: Mapping[str, Mapping[str, Any]],
     run_id: str,
     now: datetime,
+    keys: Pseudonymizer,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows that make the table match the folder: (quarantine rows, superseded rows)."""
     rows: list[dict[str, Any]] = []
@@ -105,7 +122,7 @@ def quarantine_changes(
                 }
             )
 
-    files = {e.name: e for e in present if e.size is not None}
+    files = {catalog_name(e.name, keys): e for e in present if e.size is not None}
     for name, entry in files.items():
         before = current.get(name)
         if before and before["event"] == "quarantined" and before["quarantined_at"] == entry.time:
@@ -115,9 +132,9 @@ def quarantine_changes(
             "quarantined",
             {
                 "reason": entry.reason,
-                "detail": entry.detail[:2000],
+                "detail": catalog_detail(entry.reason, entry.detail),
                 "quarantined_at": entry.time,
-                "landed_name": entry.landed_name,
+                "landed_name": landed_name(entry.landed_name, keys) if entry.landed_name else None,
                 "file_size": entry.size,
             },
         )
@@ -137,10 +154,12 @@ def quarantine_changes(
     return rows, superseded
 
 
-def record_quarantine(store: CatalogStore, quarantine_dir: Path, run_id: str) -> int:
+def record_quarantine(
+    store: CatalogStore, quarantine_dir: Path, run_id: str, keys: Pseudonymizer
+) -> int:
     """Make the quarantine table match the folder; returns how many rows were added."""
     rows, superseded = quarantine_changes(
-        entries(quarantine_dir), _current_quarantine(store), run_id, datetime.now(UTC)
+        entries(quarantine_dir), _current_quarantine(store), run_id, datetime.now(UTC), keys
     )
     if rows:
         store.append({"quarantine": rows, "superseded": superseded})
@@ -161,6 +180,6 @@ def ingest_receipts(ctx: IngestContext) -> int:
 def mirror_quarantine(ctx: IngestContext) -> int:
     """`record_quarantine` for an autoload run."""
     try:
-        return record_quarantine(ctx.store(), ctx.quarantine_dir, ctx.run_id)
+        return record_quarantine(ctx.store(), ctx.quarantine_dir, ctx.run_id, ctx.keys())
     except OSError as exc:
         raise StorageUnavailable.during("quarantine table write", exc) from exc

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import (
+    dictionary_is_retired,
+    dictionary_VR,
+    keyword_for_tag,
+    tag_for_keyword,
+)
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.tag import BaseTag
 
 from tasks.profile import (
@@ -38,6 +45,35 @@ FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 """Where anything may be written. Inside a sequence the profile replaces (D) or
 cleans (C) as a whole, these are treated the same way unless a rule names them."""
 
+DATE_TIME_VRS = frozenset({"DA", "DT", "TM"})
+
+SHORT_TEXT_VRS = frozenset({"LO", "SH"})
+"""Short text: inside a sequence the profile replaces or cleans, cleaned unless a rule
+names it (a label, a code meaning can name the patient too)."""
+
+STANDARD_CODING_SCHEMES = frozenset(codes.schemes()) | {"SRT"}
+"""Coding schemes whose codes the standard's context groups use (pydicom's code
+dictionary), and SRT, the retired designator of SNOMED still sent by many devices.
+Codes of any other scheme (99xxx, local ones) are whatever a site typed."""
+
+CODE_VALUE_TAGS = frozenset(
+    int(tag_for_keyword(k) or 0) for k in ("CodeValue", "LongCodeValue", "CodeMeaning")
+)
+
+
+def is_local_code(item: Dataset) -> bool:
+    """True for a code item whose scheme the standard does not define: its value and
+    meaning may be free text or an ID (a patient's number as a local code)."""
+    if not any(tag in item for tag in CODE_VALUE_TAGS):
+        return False
+    scheme = str(item.get("CodingSchemeDesignator", "") or "").strip()
+    return scheme not in STANDARD_CODING_SCHEMES or scheme.startswith("99")
+
+
+RETIRED_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+"""Retired attributes of these VRs are where old devices put free text; no current IOD
+needs them, so those no rule names go."""
+
 
 PATIENT_RULES = {
     tag: Rule(Action.PATIENT, "dicomflow: patient pseudonym (keys the archive)")
@@ -45,6 +81,10 @@ PATIENT_RULES = {
 }
 """Always the keyed pseudonym: PS3.15 allows a dummy there, and the archive, the
 catalog and later batches of the same patient all key on it."""
+
+COMMAND_GROUP = Rule(Action.REMOVE, "dicomflow: command group (0000,eeee)")
+"""DIMSE command elements belong to network messages, never to a stored dataset; found
+in one, they hold only what some peer put there (AE titles, error comments)."""
 
 
 @dataclass(frozen=True)
@@ -55,42 +95,82 @@ class Policy:
     by_tag: dict[int, Rule]
     masks: tuple[MaskRule, ...]
     private: Rule
-    safe_private: frozenset[PrivateKey]
+    safe_private: dict[PrivateKey, str]
+    """Table E.3.10-1 with the VR of each element, when Retain Safe Private is chosen."""
     private_rules: dict[PrivateKey, Rule]
     site_name: str
     profile_revision: str
 
     def public_rule(self, tag: BaseTag) -> Rule | None:
         """The rule that names this public attribute, if any."""
+        if BaseTag(tag).group == 0x0000:
+            return COMMAND_GROUP
         rule = self.by_tag.get(int(tag))
         if rule is None:
             rule = next((m.rule for m in self.masks if m.matches(int(tag))), None)
         return rule
 
-    def private_rule(self, key: PrivateKey | None) -> Rule:
-        """Site rules first, then the safe-private table when that option is on, else remove."""
+    def private_rule(self, key: PrivateKey | None, vr: str = "") -> Rule:
+        """Site rules first, then the safe-private table when that option is on, else remove.
+
+        A safe private date or time (`vr`) follows the date option like any other, and
+        a safe private UID is remapped like a public one (unless UIDs are retained).
+        """
         if key is not None and key in self.private_rules:
             return self.private_rules[key]
         if key is not None and self.private.action is Action.CLEAN and key in self.safe_private:
-            return Rule(Action.KEEP, "PS3.15 E.3.10-1 safe private")
+            safe = "PS3.15 E.3.10-1 safe private"
+            if vr in DATE_TIME_VRS:
+                return self.date_rule(vr, safe)
+            if vr == "UI" and "retain-uids" not in self.options:
+                return Rule(Action.UID, f"{safe}, UID")
+            return Rule(Action.KEEP, safe)
         return Rule(Action.REMOVE, self.private.origin)
 
-    def fallback(self, tag: BaseTag, vr: str, inside: Action | None) -> Rule:
+    def date_rule(self, vr: str, what: str = "dicomflow: date or time") -> Rule:
+        """What the chosen date option does to a date or time no table row names, as the
+        table does to those it names: remove; move DA and DT by the patient's offset
+        and keep times (modified dates); keep (full dates)."""
+        if "retain-long-full-dates" in self.options:
+            return Rule(Action.KEEP, f"{what}, full dates retained")
+        if "retain-long-modified-dates" in self.options:
+            shift = Action.KEEP if vr == "TM" else Action.SHIFT_DATE
+            return Rule(shift, f"{what}, modified dates")
+        return Rule(Action.REMOVE, what)
+
+    def fallback(
+        self, tag: BaseTag, vr: str, inside: Action | None, local_code: bool = False
+    ) -> Rule:
         """For attributes no rule names.
 
-        Unknown public attributes go (nobody can vouch for them); person names are
-        emptied; UIDs remapped unless the standard defines them (or the site keeps UIDs);
-        free text in a sequence the profile replaces or cleans shares its fate.
+        Unknown public attributes go (nobody can vouch for them), and so do URLs (they
+        can name a host or a patient) and retired text attributes (old devices wrote free
+        text there); person names are emptied; UIDs remapped unless the standard defines
+        them (or the site keeps UIDs); free text in a sequence the profile replaces or
+        cleans shares its fate, and so do the value and meaning of a code of a local
+        scheme there (`local_code`: the item is one); short text there is cleaned.
+        Dates and times follow the date option (`date_rule`).
         """
         if not keyword_for_tag(tag):
             return Rule(Action.REMOVE, "dicomflow: not in the data dictionary")
+        if vr == "UR":
+            return Rule(Action.REMOVE, "dicomflow: URL or URI")
+        if vr in RETIRED_TEXT_VRS and dictionary_is_retired(tag):
+            return Rule(Action.REMOVE, "dicomflow: retired text attribute")
+        if vr in DATE_TIME_VRS:
+            return self.date_rule(vr)
         if vr == "PN":
             return Rule(Action.EMPTY, "dicomflow: person name")
         if vr == "UI":
             keep = "retain-uids" in self.options
             return Rule(Action.KEEP if keep else Action.UID, "dicomflow: UID")
-        if vr in FREE_TEXT_VRS and inside in (Action.DUMMY, Action.CLEAN):
-            return Rule(inside, "dicomflow: free text in a replaced or cleaned sequence")
+        if inside in (Action.DUMMY, Action.CLEAN):
+            if local_code and int(tag) in CODE_VALUE_TAGS:
+                return Rule(inside, "dicomflow: local code in a replaced or cleaned sequence")
+            if vr in FREE_TEXT_VRS:
+                return Rule(inside, "dicomflow: free text in a replaced or cleaned sequence")
+            if vr in SHORT_TEXT_VRS:
+                return Rule(Action.CLEAN, "dicomflow: text in a replaced or cleaned sequence")
         return Rule(Action.KEEP, "dicomflow: not named by the profile")
 
     def describe(self, tags: list[int] | None = None) -> list[tuple[str, str, str, str]]:

@@ -115,7 +115,7 @@ class ProfileRules:
     by_tag: dict[int, Rule]
     masks: tuple[MaskRule, ...]
     private: Rule
-    safe_private: frozenset[PrivateKey]
+    safe_private: dict[PrivateKey, str]
 
 
 def check_options(options: Iterable[str]) -> frozenset[str]:
@@ -149,12 +149,16 @@ def load_table(path: Path = TABLE_FILE) -> ProfileTable:
     return ProfileTable(revision=data["revision"], source=data["source"], rows=rows)
 
 
-def load_safe_private(path: Path = SAFE_PRIVATE_FILE) -> frozenset[PrivateKey]:
-    """Table E.3.10-1 as (creator, group, element low byte) keys."""
+def load_safe_private(path: Path = SAFE_PRIVATE_FILE) -> dict[PrivateKey, str]:
+    """Table E.3.10-1: (creator, group, element low byte) -> the VR it gives ("" for none).
+
+    The VR matters: an implicit VR file carries none, and these are the elements we keep.
+    """
     data = json.loads(path.read_text(encoding="utf-8"))
-    return frozenset(
-        (r["creator"], int(r["group"], 16), int(r["element"][2:], 16)) for r in data["rows"]
-    )
+    return {
+        (r["creator"], int(r["group"], 16), int(r["element"][2:], 16)): r["vr"]
+        for r in data["rows"]
+    }
 
 
 def _action(row: ProfileRow, letter: str, options: frozenset[str]) -> Action:
@@ -180,5 +184,5 @@ def profile_rules(table: ProfileTable, options: frozenset[str]) -> ProfileRules:
             masks.append(MaskRule(row.mask, rule))
         else:
             private = rule
-    safe = load_safe_private() if private.action is Action.CLEAN else frozenset()
+    safe = load_safe_private() if private.action is Action.CLEAN else {}
     return ProfileRules(by_tag, tuple(masks), private, safe)

@@ -29,7 +29,9 @@ class Pseudonymizer:
     salt: bytes
 
     def _digest(self, kind: str, value: str) -> bytes:
-        return hmac.new(self.salt, f"{kind}\x00{value}".encode(), hashlib.sha256).digest()
+        # surrogateescape: a file name that is not UTF-8 still hashes (to its own bytes)
+        data = f"{kind}\x00{value}".encode("utf-8", "surrogateescape")
+        return hmac.new(self.salt, data, hashlib.sha256).digest()
 
     def uid(self, original: str) -> str:
         """A new UID under the 2.25 (UUID) arc, from the original UID (PS3.5 B.2)."""
@@ -45,6 +47,12 @@ class Pseudonymizer:
         """A keyed stand-in for a text value, at most `length` characters (for ``hash``)."""
         digest = self._digest("text", original.strip())
         return base64.b32encode(digest).decode().rstrip("=")[: max(1, min(length, 52))]
+
+    def landed_name(self, original: str) -> str:
+        """A keyed stand-in for a file name someone else chose, such as
+        ``hashed-7Q2K4M9XB3D5F6H1A2C3E4G5J6``: the same name always gives the same one."""
+        digest = self._digest("landed-name", original)
+        return "hashed-" + base64.b32encode(digest).decode().rstrip("=")[:26]
 
     def date_shift_days(self, patient: str) -> int:
         """How many days this patient's dates move (negative: into the past)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Iterable
 
 from pydicom.valuerep import MAX_VALUE_LEN
@@ -52,18 +53,51 @@ def dummy(vr: str) -> object:
     return DUMMY.get(vr)
 
 
+def fold(text: str) -> str:
+    """`text` as compared with identifying values: NFC-normalized and case-folded, so
+    that a decomposed 'Zoe\u0308' is 'zoë' and 'STRAUSS' matches 'Strauß'."""
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+def _folded(text: str) -> tuple[str, list[int]]:
+    """`fold` of NFC `text`, with the index in `text` of each folded character (folding
+    can lengthen a character: 'ß' is 'ss')."""
+    folded: list[str] = []
+    index: list[int] = []
+    for i, char in enumerate(text):
+        f = char.casefold()
+        folded.append(f)
+        index.extend([i] * len(f))
+    return "".join(folded), index
+
+
 def clean_text(text: str, whole: Iterable[str], parts: Iterable[str], vr: str) -> str:
     """`text` with every identifying value in it replaced by ``***`` (PS3.15 C).
 
-    `whole` values match anywhere (case-insensitive), name `parts` as whole words.
+    `whole` and `parts` are `fold`-ed. Whole values match anywhere, name parts as
+    whole words; the text is compared folded, so case and Unicode normalization do
+    not hide a name.
     """
-    cleaned = text
-    for value in sorted(whole, key=len, reverse=True):
-        cleaned = re.sub(re.escape(value), REDACTED, cleaned, flags=re.IGNORECASE)
-    found = frozenset(p.upper() for p in parts)
-    if found:
-        cleaned = _WORD.sub(lambda m: REDACTED if m[0].upper() in found else m[0], cleaned)
-    return cleaned[: max_length(vr)]
+    text = unicodedata.normalize("NFC", text)
+    folded, index = _folded(text)
+    spans: list[tuple[int, int]] = []
+    for value in {v for v in whole if v}:
+        start = folded.find(value)
+        while start >= 0:
+            spans.append((index[start], index[start + len(value) - 1] + 1))
+            start = folded.find(value, start + len(value))
+    found = frozenset(parts)
+    spans += [m.span() for m in _WORD.finditer(text) if fold(m[0]) in found]
+    cleaned, end = [], 0
+    for start, stop in sorted(spans):
+        if stop <= end:
+            continue
+        if start >= end:
+            cleaned.append(text[end:start])
+            cleaned.append(REDACTED)
+        end = stop
+    cleaned.append(text[end:])
+    return "".join(cleaned)[: max_length(vr)]
 
 
 def shift_date(value: str, vr: str, days: int) -> str | None:

@@ -175,6 +175,8 @@ class _Reader:
                 raise self.fail(key, "not a DICOM keyword or a tag such as (0008,1030)")
             if Tag(tag).is_private:
                 raise self.fail(key, 'a private attribute goes under [private."CREATOR"]')
+            if Tag(tag).group == 0x0000:
+                raise self.fail(key, "command elements (0000,eeee) are always removed")
             if tag in RESERVED:
                 raise self.fail(key, f"cannot be changed by rules: {RESERVED[tag]}")
             if tag in keys:

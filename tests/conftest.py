@@ -91,13 +91,23 @@ def prefect_harness() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def pacs_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Orthanc and dcmqrscp on loopback, loaded with real studies (tests/peers.py)."""
-    from tests.peers import PeerUnavailable, build_shim, pacs_site
+def loopback_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The LD_PRELOAD library that keeps the peers we start bound to 127.0.0.1."""
+    from tests.peers import PeerUnavailable, build_shim
 
     try:
-        shim = build_shim(tmp_path_factory.mktemp("shim"))
-        with pacs_site(tmp_path_factory.mktemp("pacs"), shim) as site:
+        return build_shim(tmp_path_factory.mktemp("shim"))
+    except PeerUnavailable as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def pacs_site(tmp_path_factory: pytest.TempPathFactory, loopback_shim: Path) -> Iterator[Any]:
+    """Orthanc and dcmqrscp on loopback, loaded with real studies (tests/peers.py)."""
+    from tests.peers import PeerUnavailable, pacs_site
+
+    try:
+        with pacs_site(tmp_path_factory.mktemp("pacs"), loopback_shim) as site:
             yield site
     except PeerUnavailable as exc:
         pytest.fail(str(exc))

@@ -123,6 +123,7 @@ class Pacs:
     port: int
     pid: int
     log: Path
+    http_port: int | None = None
 
     def node(self) -> dict[str, object]:
         """Its `[nodes.NAME]` table for our settings."""
@@ -134,12 +135,15 @@ def orthanc_binary() -> str:
 
 
 @contextmanager
-def run_orthanc(folder: Path, shim: Path, modalities: dict[str, tuple[str, int]]) -> Iterator[Pacs]:
-    """Orthanc with DICOM on a free port, HTTP off, `modalities` (name -> AE, port) known."""
+def run_orthanc(
+    folder: Path, shim: Path, modalities: dict[str, tuple[str, int]], http: bool = False
+) -> Iterator[Pacs]:
+    """Orthanc with DICOM on a free port, `modalities` (name -> AE, port) known; its REST
+    API on loopback with `http` (the port is `Pacs.http_port`), else off."""
     if not Path(orthanc_binary()).exists():
         raise PeerUnavailable("Orthanc is not installed: run .ci/install")
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port, http_port = free_port(), free_port()
     config = {
         "Name": "dicomflow-test",
         "StorageDirectory": str(folder / "storage"),
@@ -152,9 +156,10 @@ def run_orthanc(folder: Path, shim: Path, modalities: dict[str, tuple[str, int]]
         "DicomAlwaysAllowStore": True,
         "DicomModalities": {name: [ae, "127.0.0.1", p] for name, (ae, p) in modalities.items()},
         "DicomScuTimeout": 10,
-        "HttpServerEnabled": False,
-        "HttpPort": free_port(),
+        "HttpServerEnabled": http,
+        "HttpPort": http_port,
         "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
         "Plugins": [],
         "SaveJobs": False,
         "SynchronousCMove": True,
@@ -163,7 +168,7 @@ def run_orthanc(folder: Path, shim: Path, modalities: dict[str, tuple[str, int]]
     path.write_text(json.dumps(config, indent=2))
     log = folder / "orthanc.log"
     with _running([orthanc_binary(), str(path)], port, log, shim) as proc:
-        yield Pacs("ORTHANC", port, proc.pid, log)
+        yield Pacs("ORTHANC", port, proc.pid, log, http_port if http else None)
 
 
 @contextmanager
@@ -190,6 +195,19 @@ def run_dcmqrscp(
     command = ["dcmqrscp", "-c", str(config), str(port)]
     with _running(command, port, log, shim) as proc:
         yield Pacs("DCMQRSCP", port, proc.pid, log)
+
+
+@contextmanager
+def run_storescp(folder: Path, shim: Path, ae_title: str, *options: str) -> Iterator[Pacs]:
+    """dcmtk's storescp as `ae_title`, writing what it receives into `folder`/in."""
+    require_dcmtk()
+    incoming = folder / "in"
+    incoming.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = folder / "storescp.log"
+    command = ["storescp", "-aet", ae_title, *options, "-od", str(incoming), str(port)]
+    with _running(command, port, log, shim) as proc:
+        yield Pacs(ae_title, port, proc.pid, log)
 
 
 def store_into(pacs: Pacs, files: list[Path]) -> None:

@@ -8,13 +8,18 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from catalog.query import connect
+from receiver.landing import LandingZone
+from tasks import burned_in
 from tasks.ingest import IngestContext, archive_files, record_instances
+from tasks.pseudonyms import Pseudonymizer
 
 
 def instance(modality: str = "CT", burned_in: str | None = None) -> Dataset:
@@ -99,3 +104,41 @@ def test_mapping_table_is_private_and_outside_the_catalog(
     assert row["study_instance_uid"] == archived.StudyInstanceUID
     catalog_bytes = b"".join(p.read_bytes() for p in ctx.catalog_dir.rglob("*") if p.is_file())
     assert one.PatientID.encode() not in catalog_bytes
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["yes", " YES ", "YES\x00", ["NO", "YES"], b"YES "],
+    ids=["lower", "spaces", "nul-padded", "second-value", "bytes"],
+)
+def test_burned_in_yes_is_yes_however_it_is_written(value: object) -> None:
+    ds = Dataset()
+    ds.add(DataElement(0x00280301, "OB" if isinstance(value, bytes) else "CS", value))
+    assert burned_in.declared(ds) == "YES"
+    assert burned_in.suspect(ds)
+
+
+def test_a_yes_among_values_is_quarantined(ctx: IngestContext) -> None:
+    outcome = archive_files(land(ctx, instance("CT", "NO\\yes")), ctx)
+    assert outcome.new == 0 and reasons(ctx) == ["burned-in"]
+
+
+def test_landed_names_not_given_by_the_receiver_are_recorded_as_a_keyed_hash(
+    ctx: IngestContext,
+) -> None:
+    """A file dropped into landing by hand can be named after the patient; the catalog
+    records such a name only as a keyed hash, our receiver's own names as they are."""
+    folder = ctx.archive_dir.parent / "landing"
+    received = LandingZone(folder).store(b"")
+    instance().save_as(received, enforce_file_format=True)
+    dropped = folder / "Holmes_Sherlock_19610704.dcm"
+    instance().save_as(dropped, enforce_file_format=True)
+    outcome = archive_files([received, dropped], ctx)
+    record_instances(outcome.archived, ctx.catalog_dir)
+    names = {
+        row[0]
+        for row in connect(ctx.catalog_dir).execute("SELECT landed_name FROM instances").fetchall()
+    }
+    assert names == {received.name, Pseudonymizer(ctx.salt).landed_name(dropped.name)}
+    catalog_bytes = b"".join(p.read_bytes() for p in ctx.catalog_dir.rglob("*") if p.is_file())
+    assert b"Holmes" not in catalog_bytes

@@ -252,26 +252,33 @@ def test_receipts_are_read_once_across_rotation_and_hold_no_original_uid(
 
 def test_quarantine_table_follows_the_folder_and_retry(ctx: IngestContext) -> None:
     landing = ctx.archive_dir.parent / "landing"
-    bad = landing / "20260101T000000000000Z-bad.dcm"
     landing.mkdir(parents=True)
-    bad.write_bytes(b"not dicom at all" * 10)
-    run_batch(ctx, [bad, *land(landing, instance("P1", "1.2.9.1", "1.2.9.1.1", "1.2.9.1.1.1"))])
-    store = ctx.store()
-    assert record_quarantine(store, ctx.quarantine_dir, "run-1") == 1
-    assert record_quarantine(store, ctx.quarantine_dir, "run-1") == 0
+    received = LandingZone(landing).store(b"not dicom at all" * 10)
+    by_hand = landing / "Jane Doe chest.dcm"  # dropped in by hand, named after the patient
+    by_hand.write_bytes(b"junk" * 75)
+    run_batch(ctx, [received, by_hand])
+    store, keys = ctx.store(), ctx.keys()
+    assert record_quarantine(store, ctx.quarantine_dir, "run-1", keys) == 2
+    assert record_quarantine(store, ctx.quarantine_dir, "run-1", keys) == 0
     con = catalog.connect(store)
-    assert rows(con, "SELECT reason, landed_name, file_size FROM quarantine") == [
-        ("not-dicom", bad.name, 160)
-    ]
-    (entry,) = entries(ctx.quarantine_dir)
-    assert release(entry, landing) == bad
-    assert record_quarantine(store, ctx.quarantine_dir, "retry") == 1
+    got = rows(
+        con,
+        "SELECT quarantine_name, reason, landed_name, file_size FROM quarantine ORDER BY file_size",
+    )
+    assert got[0] == (received.stem, "not-dicom", received.name, 160)
+    assert got[1][1:] == ("not-dicom", got[1][2], 300)
+    assert got[1][0].startswith("hashed-") and got[1][2].startswith("hashed-")
+    assert "Jane" not in str(rows(con, "SELECT * FROM quarantine_history"))
+    (entry,) = [e for e in entries(ctx.quarantine_dir) if e.name == received.stem]
+    assert release(entry, landing) == received
+    assert record_quarantine(store, ctx.quarantine_dir, "retry", keys) == 1
     con = catalog.connect(store)
-    assert rows(con, "SELECT count(*) FROM quarantine") == [(0,)]
-    assert rows(con, "SELECT event FROM quarantine_history ORDER BY version") == [
-        ("quarantined",),
-        ("released",),
-    ]
+    assert rows(con, "SELECT file_size FROM quarantine") == [(300,)]
+    assert rows(
+        con,
+        "SELECT event FROM quarantine_history WHERE quarantine_name = ? ORDER BY version",
+        [received.stem],
+    ) == [("quarantined",), ("released",)]
 
 
 READER = r"""

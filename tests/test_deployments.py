@@ -7,6 +7,9 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +25,9 @@ def prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_prefect_yaml_deploys_autoload_on_an_interval(prefect_harness) -> None:
+@pytest.fixture(scope="module")
+def deployment(prefect_harness) -> Any:
+    """`prefect deploy --all` once against the session's server; then look deployments up."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
@@ -32,10 +37,16 @@ def test_prefect_yaml_deploys_autoload_on_an_interval(prefect_harness) -> None:
     deploy = prefect("deploy", "--all", env=env)
     assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-3000:]
 
-    with get_client(sync_client=True) as client:
-        scheduled = client.read_deployment_by_name("autoload/autoload")
-        manual = client.read_deployment_by_name("autoload/autoload-manual")
-        compaction = client.read_deployment_by_name("catalog-compact/catalog-compact")
+    def read(name: str) -> Any:
+        with get_client(sync_client=True) as client:
+            return client.read_deployment_by_name(name)
+
+    return read
+
+
+def test_prefect_yaml_deploys_autoload_on_an_interval(deployment) -> None:
+    scheduled = deployment("autoload/autoload")
+    manual = deployment("autoload/autoload-manual")
     assert scheduled.entrypoint == "flows/autoload.py:autoload"
     # deployed from the project folder: the worker runs the flow from there
     (step,) = scheduled.pull_steps
@@ -44,22 +55,17 @@ def test_prefect_yaml_deploys_autoload_on_an_interval(prefect_harness) -> None:
     assert manual.schedules == []
     assert scheduled.global_concurrency_limit.limit == 1
     assert "config_file" in scheduled.parameter_openapi_schema["properties"]
+
+
+def test_prefect_yaml_deploys_catalog_compaction_hourly(deployment) -> None:
+    compaction = deployment("catalog-compact/catalog-compact")
     assert compaction.entrypoint == "flows/compact.py:catalog_compact"
     assert [s.schedule.interval for s in compaction.schedules] == [timedelta(seconds=3600)]
     assert compaction.global_concurrency_limit.limit == 1
 
 
-def test_prefect_yaml_deploys_retrieve_with_a_form(prefect_harness) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL
-
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    pool = prefect("work-pool", "create", "dicomflow", "--type", "process", "--overwrite", env=env)
-    assert pool.returncode == 0, pool.stderr[-2000:]
-    deploy = prefect("deploy", "--name", "retrieve", env=env)
-    assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-3000:]
-    with get_client(sync_client=True) as client:
-        retrieve = client.read_deployment_by_name("retrieve/retrieve")
+def test_prefect_yaml_deploys_retrieve_with_a_form(deployment) -> None:
+    retrieve = deployment("retrieve/retrieve")
     assert retrieve.entrypoint == "flows/retrieve.py:retrieve"
     schema = retrieve.parameter_openapi_schema
     assert {"node", "job_file", "sql", "job_id"} <= set(schema["properties"])
@@ -67,3 +73,12 @@ def test_prefect_yaml_deploys_retrieve_with_a_form(prefect_harness) -> None:
     assert retrieve.enforce_parameter_schema and retrieve.parameters == {"node": "pacs"}
     (schedule,) = retrieve.schedules
     assert schedule.schedule.cron == "0 20 * * *" and not schedule.active
+
+
+def test_prefect_yaml_deploys_send_with_a_form(deployment) -> None:
+    send = deployment("send/send")
+    assert send.entrypoint == "flows/send.py:send_flow"
+    schema = send.parameter_openapi_schema
+    assert {"node", "study", "series", "sql", "batch_size"} <= set(schema["properties"])
+    assert schema["required"] == ["node"] and send.enforce_parameter_schema
+    assert send.schedules == []

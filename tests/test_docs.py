@@ -24,3 +24,21 @@ def test_configuration_doc_is_current() -> None:
 def test_catalog_doc_is_current() -> None:
     expected = load_generator().catalog()
     assert (DOCS / "catalog.md").read_text() == expected, "run docs/make_reference.py"
+
+
+def test_conformance_statement_is_current() -> None:
+    expected = load_generator().conformance_statement()
+    assert (DOCS / "conformance.md").read_text() == expected, "run docs/make_reference.py"
+    for promised in ("1.2.840.10008.5.1.4.1.2.2.3", "CT Image Storage", "65536 bytes"):
+        assert promised in expected
+
+
+def test_conformance_command_follows_the_settings(tmp_path: Path, monkeypatch, capsys) -> None:
+    from flows.cli import main
+
+    monkeypatch.setenv("DICOMFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DICOMFLOW_RECEIVER__MAX_PDU", "16384")
+    monkeypatch.setenv("DICOMFLOW_RECEIVER__QUERY_RETRIEVE", "false")
+    assert main(["conformance"]) == 0
+    text = capsys.readouterr().out
+    assert "16384 bytes" in text and "Study Root Query/Retrieve Information Model - GET" not in text

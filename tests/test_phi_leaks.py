@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -208,13 +210,111 @@ def test_no_phi_leaks_in_any_corpus_file(options: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "keyword",
-    ["InstitutionName", "AccessionNumber", "PatientBirthDate", "OtherPatientIDs", "StationName"],
+    [
+        "InstitutionName",
+        "AccessionNumber",
+        "PatientBirthDate",
+        "OtherPatientIDs",
+        "PatientAddress",
+        "StationName",
+    ],
 )
 def test_the_leak_check_fails_when_a_rule_is_removed(keyword: str) -> None:
-    """Without the rule for `keyword` its values stay: the check above must see it."""
+    """With the rule for `keyword` turned into keep, its values stay: the check above
+    must see it.
+
+    (Keep, not merely no rule: an attribute no rule names meets the fallbacks, which
+    remove birth dates like any other date and OtherPatientIDs like any retired text.)
+    """
     quiet()
     full = build_policy([], None)
     tag = int(tag_for_keyword(keyword) or 0)
-    weakened = dataclasses.replace(full, by_tag={t: r for t, r in full.by_tag.items() if t != tag})
+    weakened = dataclasses.replace(
+        full, by_tag={**full.by_tag, tag: Rule(Action.KEEP, "weakened for the test")}
+    )
     found = [f for p in corpus() for f in leaks(p, weakened, full)]
-    assert found, f"no leak seen with the {keyword} rule removed"
+    assert found, f"no leak seen with the {keyword} rule turned into keep"
+
+
+def with_staff_and_spellings() -> Dataset:
+    """A patient and staff whose names and IDs turn up in descriptors written otherwise."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "O'Brien^Mary-Kate"
+    ds.PatientBirthDate = "19610704"
+    ds.PatientID = "PID-221B"
+    ds.OtherPatientIDs = "4455667"
+    ds.AdmissionID = "ADM-998877"
+    ds.OperatorsName = "Watson^John"
+    ds.ReferringPhysicianName = "Moriarty^James"
+    ds.PerformingPhysicianName = "Zoe\u0308^Strauß"  # a decomposed ë
+    return ds
+
+
+WRITTEN_OTHERWISE = {
+    "StudyDescription": "CT for OBrien MaryKate",
+    "SeriesDescription": "tech WATSON, ref Dr Moriarty",
+    "ImageComments": "adm ADM-998877 seen by ZOË STRAUSS",
+    "PerformedProcedureStepDescription": "born 1961-07-04",
+    "RequestedProcedureDescription": "dob 04.07.1961 or 1961/07/04",
+}
+GONE = ("brien", "marykate", "1961", "watson", "moriarty", "998877", "zoë", "strauss")
+
+
+def test_clean_takes_out_staff_names_ids_and_other_spellings() -> None:
+    ds = with_staff_and_spellings()
+    for keyword, text in WRITTEN_OTHERWISE.items():
+        setattr(ds, keyword, text)
+    policy = build_policy(["clean-descriptors"], None)
+    out = anonymize(ds, policy, KEYS)
+    for keyword in WRITTEN_OTHERWISE:
+        cleaned = str(out.get(keyword, "")).casefold()
+        assert "***" in cleaned, keyword
+        assert not [g for g in GONE if g in cleaned], (keyword, cleaned)
+    assert str(out.StudyDescription).startswith("CT for ")
+
+
+@pytest.mark.parametrize("keyword", list(WRITTEN_OTHERWISE))
+def test_phi_gate_finds_staff_names_ids_and_other_spellings(keyword: str) -> None:
+    whole, parts = phi_gate.originals(with_staff_and_spellings())
+    kept = Dataset()
+    setattr(kept, keyword, WRITTEN_OTHERWISE[keyword])
+    with pytest.raises(phi_gate.PhiFound):
+        phi_gate.check(kept, whole, parts)
+
+
+def gate_hit(ds: Dataset) -> bool:
+    whole, parts = phi_gate.originals(with_staff_and_spellings())
+    try:
+        phi_gate.check(ds, whole, parts)
+    except phi_gate.PhiFound:
+        return True
+    return False
+
+
+def test_phi_gate_reads_code_strings_and_text_sent_as_bytes() -> None:
+    """CS values, and text encoded as UN or OB (public or private), are searched."""
+    cs = Dataset()
+    cs.BodyPartExamined = "MORIARTY"
+    assert gate_hit(cs)
+    public = Dataset()
+    public.add(DataElement(0x00081090, "OB", b"Watson's scanner"))  # ManufacturerModelName
+    assert gate_hit(public)
+    private = Dataset()
+    private.private_block(0x0009, "ACME 1.0", create=True).add_new(0x01, "UN", b"for OBrien ")
+    assert gate_hit(private)
+    pixels = Dataset()
+    pixels.add(DataElement(0x7FE00010, "OB", b"WATSON"))  # pixel data is not text
+    assert not gate_hit(pixels)
+
+
+def test_phi_gate_matches_whole_words_and_digit_runs_equal_to_an_id() -> None:
+    def text(value: str) -> Dataset:
+        ds = Dataset()
+        ds.StudyDescription = value
+        return ds
+
+    assert gate_hit(text("ref PID-221B."))
+    assert not gate_hit(text("XPID-221BX"))  # another word that merely contains the ID
+    assert gate_hit(text("MRN4455667"))  # the digits of OtherPatientIDs, run into a word
+    assert not gate_hit(text("44556670"))

@@ -22,6 +22,7 @@ from receiver.scp import Receiver, ReceiverError, start_receiver
 from receiver.scu import NodeUnreachable, Peer, ScuError, echo
 from receiver.settings import NodeTls, ReceiverSettings, RemoteNode, ScuSettings, TlsSettings
 from tests.conftest import dcmtk_env, free_port, require_dcmtk, wait_for_port
+from tests.peers import run_storescp
 from tests.tlsca import Identity, ScratchCA
 
 
@@ -241,38 +242,13 @@ def test_unusable_tls_files_stop_the_receiver_with_one_line(settings, tmp_path: 
 
 
 @pytest.fixture
-def tls_storescp(pki, tmp_path: Path) -> Iterator[int]:
+def tls_storescp(pki, tmp_path: Path, loopback_shim: Path) -> Iterator[int]:
     """dcmtk's storescp serving TLS on loopback, requiring a client certificate."""
-    require_dcmtk()
-    port = free_port()
     server: Identity = pki["server"]  # type: ignore[assignment]
     ca: ScratchCA = pki["ca"]  # type: ignore[assignment]
-    out = tmp_path / "storescp"
-    out.mkdir()
-    proc = subprocess.Popen(
-        [
-            "storescp",
-            "-aet",
-            "TLSSCP",
-            "+tls",
-            str(server.key),
-            str(server.cert),
-            "+cf",
-            str(ca.ca_file),
-            "-od",
-            str(out),
-            str(port),
-        ],
-        env=dcmtk_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
-        yield port
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+    tls = ("+tls", str(server.key), str(server.cert), "+cf", str(ca.ca_file))
+    with run_storescp(tmp_path / "storescp", loopback_shim, "TLSSCP", *tls) as scp:
+        yield scp.port
 
 
 def tls_peer(port: int, tls: NodeTls) -> Peer:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from tasks.anonymize import anonymize
+from tasks.archive import encode
 from tasks.policy import build_policy
 from tasks.pseudonyms import Pseudonymizer
 from tasks.rules import RulesError, load_rules, parse_rules
@@ -128,6 +132,10 @@ def test_shift_date_uses_the_patients_offset(site_file: Path) -> None:
         ("[attributes\n", "not valid TOML"),
         ('[attributes]\nStudyDate = "uid"\n', "line 2: StudyDate: uid needs a UI attribute"),
         ('[attributes]\nPixelData = "remove"\n', "line 2: PixelData: cannot be changed by rules"),
+        (
+            '[attributes]\nMoveOriginatorApplicationEntityTitle = "keep"\n',
+            "line 2: MoveOriginatorApplicationEntityTitle: command elements (0000,eeee) are always",
+        ),
         ('[attributes]\nPatientName = "keep"\n', "line 2: PatientName: cannot be changed by rules"),
         (
             '[attributes]\nStudyDescription = "keep"\n"(0008,1030)" = "remove"\n',
@@ -170,3 +178,30 @@ def test_uid_rules_keep_registered_uids(tmp_path: Path) -> None:
     out = anonymize(ct_with_private(), build_policy([], rules), KEYS)
     assert out.SOPClassUID == original.SOPClassUID  # a SOP class names no patient
     assert out.SOPInstanceUID == KEYS.uid(original.SOPInstanceUID)
+
+
+def test_a_rewrite_that_does_not_fit_the_encoded_vr_removes_the_element(tmp_path: Path) -> None:
+    """An attribute encoded with another VR than the dictionary's, whose rule writes a new
+    value (dummy, hash, shift, replace) that the encoded VR cannot hold, goes."""
+    rules = tmp_path / "site.toml"
+    rules.write_text(
+        "[attributes]\n"
+        'AccessionNumber = "hash"\n'
+        'StudyDate = "shift-date"\n'
+        'SeriesDate = "clean"\n'
+        'InstitutionalDepartmentName = { replace = "Radiology" }\n'
+    )
+    ds = ct_with_private()
+    hospital = Dataset()
+    hospital.Manufacturer = "General Hospital of Baker Street"
+    ds.add(DataElement(0x00080080, "SQ", Sequence([hospital])))  # InstitutionName (D) as SQ
+    ds.add(DataElement(0x00080050, "FD", 912345.0))  # AccessionNumber as FD
+    ds.add(DataElement(0x00080020, "US", 1961))  # StudyDate as US
+    ds.add(DataElement(0x00080021, "LO", "1961-07-04"))  # SeriesDate as LO: no date to move
+    ds.add(DataElement(0x00081040, "SS", 17))  # InstitutionalDepartmentName as SS
+    data = encode(anonymize(ds, build_policy([], rules), KEYS))
+    assert b"Baker Street" not in data
+    out = dcmread(io.BytesIO(data))
+    for keyword in ("InstitutionName", "AccessionNumber", "StudyDate", "SeriesDate"):
+        assert keyword not in out, keyword
+    assert "InstitutionalDepartmentName" not in out

@@ -1,93 +1,117 @@
 """Reading the catalog: a DuckDB connection with one view per table.
 
-``<table>_history`` holds every row ever written; ``<table>`` shows the current row
-per record with counts and sizes derived from the current instances.
+The parts the manifest lists at connect time are what the views see: a
+consistent snapshot while the autoloader keeps writing and compaction merges.
+For each versioned table, ``<table>_history`` holds every version ever written
+and ``<table>`` the current one per key; ``receipts`` and ``superseded`` are
+append-only and have one view each. ``quarantine`` shows the files in
+quarantine now.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
+from pydicom.datadict import DicomDictionary
 
-from catalog.schema import KEYS, TABLES, arrow_schema
-from catalog.store import part_files
+from catalog.schema import ALL_TABLES, PARTITION_COLUMN, Table, arrow_schema
+from catalog.store import CatalogStore, Manifest, open_store
 
 _CURRENT = """
-CREATE OR REPLACE TEMP VIEW {table}_current AS
-SELECT * FROM {table}_history
-QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY recorded_at DESC) = 1
+CREATE OR REPLACE {temp} VIEW {view} AS
+SELECT h.* FROM {name}_history h
+ANTI JOIN (SELECT key, version FROM superseded WHERE table_name = '{name}') s
+       ON h.{key} = s.key AND h.version = s.version
 """
 
-_AGGREGATE_VIEWS = {
-    "instances": """
-CREATE OR REPLACE TEMP VIEW instances AS SELECT * FROM instances_current
-""",
-    "series": """
-CREATE OR REPLACE TEMP VIEW series AS
-SELECT s.*,
-       coalesce(i.num_instances, 0) AS num_instances,
-       coalesce(i.total_bytes, 0) AS total_bytes,
-       h.created_at
-FROM series_current s
-LEFT JOIN (SELECT series_instance_uid, count(*) AS num_instances, sum(file_size) AS total_bytes
-           FROM instances GROUP BY ALL) i USING (series_instance_uid)
-LEFT JOIN (SELECT series_instance_uid, min(recorded_at) AS created_at
-           FROM series_history GROUP BY ALL) h USING (series_instance_uid)
-""",
-    "studies": """
-CREATE OR REPLACE TEMP VIEW studies AS
-SELECT s.*,
-       coalesce(i.num_series, 0) AS num_series,
-       coalesce(i.num_instances, 0) AS num_instances,
-       coalesce(i.total_bytes, 0) AS total_bytes,
-       i.modalities,
-       h.created_at
-FROM studies_current s
-LEFT JOIN (SELECT study_instance_uid, count(DISTINCT series_instance_uid) AS num_series,
-                  count(*) AS num_instances, sum(file_size) AS total_bytes,
-                  string_agg(DISTINCT modality, ',' ORDER BY modality) AS modalities
-           FROM instances GROUP BY ALL) i USING (study_instance_uid)
-LEFT JOIN (SELECT study_instance_uid, min(recorded_at) AS created_at
-           FROM studies_history GROUP BY ALL) h USING (study_instance_uid)
-""",
-    "patients": """
-CREATE OR REPLACE TEMP VIEW patients AS
-SELECT p.*,
-       coalesce(i.num_studies, 0) AS num_studies,
-       coalesce(i.num_series, 0) AS num_series,
-       coalesce(i.num_instances, 0) AS num_instances,
-       coalesce(i.total_bytes, 0) AS total_bytes,
-       h.created_at
-FROM patients_current p
-LEFT JOIN (SELECT patient_id, count(DISTINCT study_instance_uid) AS num_studies,
-                  count(DISTINCT series_instance_uid) AS num_series,
-                  count(*) AS num_instances, sum(file_size) AS total_bytes
-           FROM instances GROUP BY ALL) i USING (patient_id)
-LEFT JOIN (SELECT patient_id, min(recorded_at) AS created_at
-           FROM patients_history GROUP BY ALL) h USING (patient_id)
-""",
-}
+_ALL_CURRENT = "CREATE OR REPLACE {temp} VIEW {view} AS SELECT * FROM {name}_history"
+
+_IN_QUARANTINE = """
+CREATE OR REPLACE {temp} VIEW quarantine AS
+SELECT * EXCLUDE (event) FROM quarantine_current WHERE event = 'quarantined'
+"""
+
+_MACROS = """
+CREATE OR REPLACE {temp} MACRO dicom_tag(name) AS
+    (SELECT tag FROM dicom_keywords WHERE keyword = name);
+CREATE OR REPLACE {temp} MACRO dicom_value(header, name) AS
+    json_extract_string(header, '$."' || dicom_tag(name) || '".Value[0]');
+"""
+"""``dicom_value(dicom_json, 'SliceThickness')``: an attribute's first value by keyword."""
 
 
-def connect(catalog_dir: Path | str) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the catalog's views over its Parquet parts.
+def history_view(table: Table) -> str:
+    """The name of the view (or exported table) holding every row `table` ever got."""
+    return f"{table.name}_history" if table.versioned else table.name
 
-    The parts present at connect time are what the views see: a consistent snapshot
-    while the autoloader keeps adding parts.
+
+def with_partition(schema: pa.Schema) -> pa.Schema:
+    return schema.append(pa.field(PARTITION_COLUMN, pa.date32()))
+
+
+def dicom_keywords() -> pa.Table:
+    """DICOM keyword -> tag as DICOM JSON spells it (``00180050``), from pydicom's dictionary."""
+    pairs = sorted((entry[4], f"{tag:08X}") for tag, entry in DicomDictionary.items() if entry[4])
+    return pa.table({"keyword": [k for k, _ in pairs], "tag": [t for _, t in pairs]})
+
+
+def superseded_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute("SELECT DISTINCT table_name FROM superseded").fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def create_views(con: duckdb.DuckDBPyConnection, temp: bool = True) -> None:
+    """The current views over ``<table>_history`` and ``superseded``, which must exist.
+
+    A table none of whose rows was ever superseded gets a plain view: nothing to hide.
     """
-    root = Path(catalog_dir)
-    con = duckdb.connect()
-    for table in TABLES:
-        parts = part_files(root, table)
+    kind = "TEMP" if temp else ""
+    replaced = superseded_tables(con)
+    for table in ALL_TABLES:
+        if not table.versioned:
+            continue
+        # quarantine's own view keeps only the files still in quarantine
+        view = f"{table.name}_current" if table.name == "quarantine" else table.name
+        sql = _CURRENT if table.name in replaced else _ALL_CURRENT
+        con.execute(sql.format(temp=kind, view=view, name=table.name, key=table.key))
+    con.execute(_IN_QUARANTINE.format(temp=kind))
+    con.execute(_MACROS.format(temp=kind))
+
+
+def attach(con: duckdb.DuckDBPyConnection, store: CatalogStore, manifest: Manifest) -> None:
+    """Give `con` the catalog's views over the parts `manifest` lists."""
+    if store.local_root is None:
+        con.register_filesystem(store.fs)
+    for table in ALL_TABLES:
+        parts = manifest.of(table.name)
         if parts:
-            relation = con.read_parquet([str(p) for p in parts], union_by_name=True)
-        else:
-            empty: pa.Table = arrow_schema(table).empty_table()
-            relation = con.from_arrow(empty)
-        relation.create_view(f"{table}_history", replace=True)
-        con.execute(_CURRENT.format(table=table, key=KEYS[table]))
-    for table in ("instances", "series", "studies", "patients"):
-        con.execute(_AGGREGATE_VIEWS[table])
+            relation = con.read_parquet(
+                [store.uri(p.path) for p in parts], hive_partitioning=True, union_by_name=True
+            )
+            relation.create_view(history_view(table), replace=True)
+        else:  # registered, so the connection keeps the Arrow table alive
+            con.register(
+                history_view(table), with_partition(arrow_schema(table.name)).empty_table()
+            )
+    con.register("dicom_keywords", dicom_keywords())
+    create_views(con)
+
+
+def connect(
+    location: CatalogStore | Path | str = Path("dicomflow-data/catalog"),
+    storage_options: Mapping[str, Any] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog's views, as of now.
+
+    `location` is the catalog folder or fsspec URL (``settings.catalog_location``).
+    Reconnect to see later writes; a connection kept open longer than
+    ``catalog.keep_replaced_seconds`` may find parts a compaction removed.
+    """
+    store = open_store(location, storage_options)
+    con = duckdb.connect()
+    attach(con, store, store.read_manifest())
     return con

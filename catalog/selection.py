@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 
 import catalog
+from catalog.store import CatalogStore
 
 
 class SelectionError(Exception):
@@ -27,7 +28,7 @@ class Selected:
 
 
 def select_archived(
-    catalog_dir: Path,
+    location: CatalogStore | Path | str,
     *,
     study: str | None = None,
     series: str | None = None,
@@ -41,7 +42,7 @@ def select_archived(
     given = [name for name, value in (("study", study), ("series", series), ("sql", sql)) if value]
     if len(given) != 1:
         raise SelectionError("give exactly one of --study, --series or --sql")
-    con = catalog.connect(catalog_dir)
+    con = catalog.connect(location)
     try:
         if study:
             relation = con.execute(

@@ -12,8 +12,14 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from catalog.schema import KEYS, TABLES
-from flows.settings import AnonymizeSettings, AutoloadSettings, RetrieveSettings, Settings
+from catalog.schema import ALL_TABLES, Table
+from flows.settings import (
+    AnonymizeSettings,
+    AutoloadSettings,
+    CatalogSettings,
+    RetrieveSettings,
+    Settings,
+)
 from receiver.settings import NodeTls, ReceiverSettings, RemoteNode, ScuSettings, TlsSettings
 
 DOCS = Path(__file__).resolve().parent
@@ -46,6 +52,9 @@ batch_size = 200
 [anonymize]
 salt = "a long random secret"
 
+[catalog]
+record_unit = "study"  # one row of `records` per patient, study or series
+
 [nodes.pacs]          # a remote node: `dicomflow echo pacs`, `find pacs`, `retrieve --node pacs`
 ae_title = "PACS"
 host = "pacs.hospital.example"
@@ -60,39 +69,212 @@ window = "20:00-06:00"
 """
 
 CONFIG_OUTRO = """
-Folders left unset live under `data_dir`: `landing/`, `archive/`, `quarantine/`, `catalog/`;
+Folders left unset live under `data_dir`: `landing/`, `archive/`, `quarantine/`, `catalog/`
+(`catalog_dir` may also be an fsspec URL: see [catalog.md](catalog.md#on-object-storage));
 receipts go to `<data_dir>/logs/receipts.jsonl`, security events (associations accepted and
 rejected, TLS failures) to `<data_dir>/logs/audit.jsonl`, and the generated anonymization key to
 `<data_dir>/secrets/anonymization.salt`. docs/operations.md says how access control and TLS work.
 """
 
-CATALOG_INTRO = """# Catalog tables
+CATALOG_INTRO = """# The catalog
 
-Each table is a folder of Parquet parts under `<data_dir>/catalog/`, one part per
-autoload batch. `catalog.connect()` (and `dicomflow sql`) gives DuckDB views:
+The catalog describes every archived instance, and the patients, studies, series
+and records they make up, in Parquet tables that DuckDB reads in place. Everyone
+queries the same views: `dicomflow sql "..."` (`--format table|csv|json|parquet`,
+`--out FILE`), `catalog.connect()` from Python, or the DuckDB CLI on a file
+`dicomflow catalog export --out catalog.duckdb` writes. All identifiers are the
+anonymized ones; dates are DATE values, times DICOM strings, timestamps UTC.
 
-- `<table>_history`: every row ever written.
-- `<table>`: the current row per key (the latest `recorded_at`), and for `series`, `studies`
-  and `patients` the counts and sizes derived from the current instances
-  (`num_instances`, `total_bytes`, `num_series`, `num_studies`, `modalities`) and
-  `created_at`, when the record was first written.
+## Views
 
-All identifiers are the anonymized ones. Dates are DATE values; times are DICOM strings.
+| view | rows |
+|---|---|
+| `patients`, `studies`, `series`, `instances` | the current version of each (key below) |
+| `records` | the current version of each record of the configured unit |
+| `<table>_history` | every version ever written of the tables above, and of `quarantine` |
+| `quarantine` | the files in quarantine now; `quarantine_current` also shows released ones |
+| `receipts` | every C-STORE the receiver answered |
+| `superseded` | which versions are no longer current |
+| `dicom_keywords` | DICOM keyword -> tag as DICOM JSON spells it (`SliceThickness` -> `00180050`) |
+
+Nothing is updated in place. When something changes, a new row is appended with the
+next `version`. It keeps the first version's `created_at`, and its `recorded_at`
+and `run_id` say when and by which autoload run it was written. The version it
+replaces is listed in `superseded` in the same write. A current view is its
+history without the superseded versions.
+
+- An **instance** gets a new version when it is re-sent with other content (its
+  anonymized bytes differ); the archive keeps the latest file. The same content
+  again adds nothing.
+- A **series**, **study** or **patient** gets a new version whenever its current
+  instances change: it is seen for the first time, a new series or more instances
+  arrive, or an instance is re-sent with other content. Its counts, bytes and
+  modalities are computed over all of its current instances, not just the batch.
+- A **record** is one row per unit of `catalog.record_unit` (`patient`, `study` by
+  default, or `series`). It is created the first time the unit is seen, and it gets
+  a new version, with `updated_at`, each time its unit changes. Its columns do not
+  depend on the unit, so queries need not change when the setting does. Changing the
+  setting rewrites nothing: the old unit's records stay (filter on `record_unit`),
+  and a record of the new unit appears when its unit next changes.
+
+Two functions work on the `dicom_json` column:
+
+- `dicom_tag('SliceThickness')` gives `'00180050'`.
+- `dicom_value(dicom_json, 'SliceThickness')` gives the first value as text, or NULL.
+  Cast it as needed (`::DOUBLE`, `::INT`).
+
+Everything else is DuckDB's
+[JSON functions](https://duckdb.org/docs/data/json/json_functions), with paths such
+as `'$."00180050".Value[0]'`.
 """
 
-CATALOG_EXAMPLES = """## Examples
+CATALOG_LAYOUT = """## Layout on disk
+
+```
+<catalog>/_manifest.json                       the parts that make up the catalog now
+<catalog>/<table>/ingest_date=YYYY-MM-DD/part-<UTC time>-<id>.parquet
+```
+
+- **Partitions**: each table is split into Hive partitions by `ingest_date`, the UTC
+  date its rows were written. It is a column of every view, so
+  `WHERE ingest_date >= DATE '2026-01-01'` opens only those folders.
+- **Parts**: each autoload batch adds one part per table it changes. Rows in a part
+  are sorted by the table's sort columns (listed below), so that row-group min/max
+  statistics let DuckDB skip what a filter cannot match. The files are zstd-compressed,
+  with row groups of 122,880 rows (DuckDB's own size: one row group per thread).
+  Each column's description is stored in the Parquet field metadata.
+- **Atomic writes**: a part is written under a temporary name, fsynced and renamed.
+  It is invisible until `_manifest.json` lists it, and the manifest is replaced in
+  one step: a rename on a local disk, a single PUT on object storage. A reader
+  therefore sees a whole batch or none of it, in every table at once. Readers take
+  no lock and never wait. Writers on one machine take a lock file only to swap the
+  manifest.
+- **Snapshots**: a connection sees the parts listed at connect time, as one
+  consistent snapshot. Reconnect to see later writes.
+- **Compaction**: `dicomflow catalog compact`, the `catalog-compact` deployment
+  (hourly) and `dicomflow serve` (every `catalog.compact_interval_seconds`) merge the
+  parts of each table and day into one sorted part. The manifest swap is atomic, as
+  above, and the rows and their history are copied unchanged. A merged-away part
+  leaves the manifest at once but stays on disk for
+  `catalog.keep_replaced_seconds` (a day), so connections opened before the merge
+  keep working. A later compaction deletes it, along with any part older than that
+  which no manifest lists (left by a writer that died before publishing it).
+- **Receipts**: the manifest also records how far each receipts log has been read.
+  That position is published in the same swap as the rows read, so a line is never
+  lost and never counted twice.
+
+### On object storage
+
+`catalog_dir` may be an fsspec URL instead of a folder: `s3://bucket/dicomflow/catalog`,
+`gs://...`, `az://...`, or any protocol fsspec knows. Install the matching package in
+the venv (`s3fs`, `gcsfs`, `adlfs`). Give its options, such as credentials, a profile
+or an endpoint, in `catalog.storage_options`; DuckDB reads the parts through the same
+fsspec filesystem:
+
+```toml
+catalog_dir = "s3://research-bucket/dicomflow/catalog"
+
+[catalog]
+storage_options = { profile = "research", client_kwargs = { region_name = "eu-central-1" } }
+```
+
+Only one machine may write the catalog; its writers lock
+`<data_dir>/catalog.lock` locally. Any number of readers may open it from anywhere
+with `catalog.connect(url, storage_options)`. The archive itself stays on a local
+filesystem: `dicomflow catalog check` reads it from there.
+
+## Checking against the archive
+
+`dicomflow catalog check` compares the current `instances` rows with the archive
+folder. It prints one line per problem and exits 1 if there is any:
+
+- `missing-file`: a row whose archive file is gone.
+- `size-differs` or `hash-differs`: a file that is not what was recorded (the SHA-256
+  is read in full; `--no-hash` compares sizes only).
+- `no-row`: an archive file that no current row names.
+- `missing-part`: a part the manifest lists but the disk lacks.
+"""
+
+
+def table_doc(table: Table) -> list[str]:
+    """One table's section: what a row is, its key and sort order, every column."""
+    if table.key is not None:
+        key = f"Key: `{table.key}`; views `{table.name}` and `{table.name}_history`."
+    else:
+        key = f"Append-only: view `{table.name}`."
+    lines = [
+        f"## {table.name}",
+        "",
+        table.description,
+        "",
+        f"{key} Parts sorted by {', '.join(f'`{c}`' for c in table.sort)}.",
+        "",
+        "| column | type | from | meaning |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{c.name}` | {c.type} | {c.keyword or ''} | {c.description} |" for c in table.columns
+    ]
+    lines.append("| `ingest_date` | date |  | Partition: UTC date the row was written. |")
+    return [*lines, ""]
+
+
+CATALOG_EXAMPLES = """## Example queries
 
 ```sql
 -- instances per modality
-SELECT modality, count(*) FROM instances GROUP BY ALL ORDER BY 2 DESC;
--- thin-slice CT series
-SELECT series_instance_uid, min(slice_thickness) FROM instances
+SELECT modality, count(*) AS instances FROM instances GROUP BY ALL ORDER BY 2 DESC;
+
+-- every series of one patient
+SELECT series_instance_uid, modality, series_description, num_instances
+FROM series WHERE patient_id = 'ANON-...' ORDER BY series_date;
+
+-- MR studies of January 2026
+SELECT study_instance_uid, study_date, num_series FROM studies
+WHERE study_date BETWEEN DATE '2026-01-01' AND DATE '2026-01-31'
+  AND list_contains(string_split(modalities, ','), 'MR');
+
+-- thin-slice CT: the typed column, and the same from the JSON header
+SELECT series_instance_uid, min(slice_thickness) AS thinnest FROM instances
 WHERE modality = 'CT' AND slice_thickness < 1 GROUP BY ALL;
--- studies with more than one modality, newest first
-SELECT study_instance_uid, study_date, modalities, num_instances FROM studies
-WHERE modalities LIKE '%,%' ORDER BY study_date DESC;
--- what one autoload run recorded
-SELECT run_id, count(*) FROM instances_history GROUP BY ALL;
+SELECT DISTINCT series_instance_uid FROM instances
+WHERE modality = 'CT' AND TRY_CAST(dicom_value(dicom_json, 'SliceThickness') AS DOUBLE) < 1;
+
+-- MR with a given Sequence Name (any attribute works the same way)
+SELECT DISTINCT study_instance_uid, series_instance_uid FROM instances
+WHERE modality = 'MR' AND dicom_value(dicom_json, 'SequenceName') = '*tfl3d1_16ns';
+
+-- count by Manufacturer and Manufacturer's Model Name, from the JSON header
+SELECT dicom_value(dicom_json, 'Manufacturer') AS manufacturer,
+       dicom_value(dicom_json, 'ManufacturerModelName') AS model,
+       count(*) AS instances
+FROM instances GROUP BY ALL ORDER BY instances DESC;
+
+-- a value inside a sequence: the first item's code meaning
+SELECT json_extract_string(dicom_json, '$."00081032".Value[0]."00080104".Value[0]')
+FROM instances LIMIT 10;
+
+-- how a study grew: one row per version
+SELECT version, num_series, num_instances, recorded_at, run_id FROM studies_history
+WHERE study_instance_uid = '2.25....' ORDER BY version;
+
+-- the records (one per configured unit), created and last updated
+SELECT record_unit, record_key, num_instances, modalities, created_at, updated_at
+FROM records ORDER BY updated_at DESC LIMIT 20;
+
+-- what scanner X sent yesterday, and what failed
+SELECT status, count(*), sum(bytes) FROM receipts
+WHERE calling_ae_title = 'CT_SCANNER_1' AND receipt_time::DATE = current_date - 1
+GROUP BY ALL;
+SELECT receipt_time, calling_ae_title, status, sop_class_uid FROM receipts
+WHERE NOT success ORDER BY receipt_time DESC;
+
+-- what each instance's sender and receipt were
+SELECT i.sop_instance_uid, i.calling_ae_title, r.receipt_time, r.peer
+FROM instances i JOIN receipts r USING (landed_name);
+
+-- quarantine by reason
+SELECT reason, count(*), sum(file_size) FROM quarantine GROUP BY ALL;
 ```
 """
 
@@ -125,6 +307,7 @@ def configuration() -> str:
         (TlsSettings, "receiver.tls"),
         (AutoloadSettings, "autoload"),
         (AnonymizeSettings, "anonymize"),
+        (CatalogSettings, "catalog"),
         (ScuSettings, "scu"),
         (RetrieveSettings, "retrieve"),
         (RemoteNode, "nodes.NAME"),
@@ -135,14 +318,9 @@ def configuration() -> str:
 
 
 def catalog() -> str:
-    parts = [CATALOG_INTRO]
-    for table, columns in TABLES.items():
-        parts.append(f"## {table}\n\nKey: `{KEYS[table]}`.\n")
-        parts.append("| column | type | from | meaning |\n|---|---|---|---|")
-        parts.extend(
-            f"| `{c.name}` | {c.type} | {c.keyword or ''} | {c.description} |" for c in columns
-        )
-        parts.append("")
+    parts = [CATALOG_INTRO, CATALOG_LAYOUT]
+    for table in ALL_TABLES:
+        parts.append("\n".join(table_doc(table)))
     parts.append(CATALOG_EXAMPLES)
     return "\n".join(parts)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,9 +14,18 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
+from catalog.compact import sweep_temporary
+from flows.locks import autoload_lock, exclusive
 from flows.settings import Settings, SettingsError, load_settings
 from receiver.durable import restrict_new_files, sweep_partials
-from tasks.autoload import archive_batch, clear_batch, list_landed, record_batch
+from tasks.autoload import (
+    archive_batch,
+    clear_batch,
+    list_landed,
+    record_batch,
+    record_quarantine,
+    record_receipts,
+)
 from tasks.ingest import IngestContext
 from tasks.policy import build_policy
 from tasks.profile import ProfileError
@@ -31,8 +38,11 @@ class AutoloadSummary:
 
     landed: int = 0
     archived: int = 0
+    versions: int = 0
+    """Re-sent instances with changed content: archived as a new version."""
     duplicates: int = 0
     recorded: int = 0
+    receipts: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
     seconds: float = 0.0
@@ -45,28 +55,6 @@ class AutoloadSummary:
 
 
 @contextmanager
-def exclusive(lock_path: Path, wait_seconds: float = 0.0) -> Iterator[bool]:
-    """Hold an exclusive lock on `lock_path`, waiting up to `wait_seconds` for it to be
-    free; yields whether we got it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait_seconds
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.2)
-        yield True
-    finally:
-        os.close(fd)
-
-
-@contextmanager
 def crash_sweep(settings: Settings) -> Iterator[int]:
     """Mark a run as under way; after a run that died, first sweep the files it left.
 
@@ -76,7 +64,7 @@ def crash_sweep(settings: Settings) -> Iterator[int]:
     marker = settings.data_dir / "autoload.unfinished"
     removed = 0
     if marker.exists():
-        removed = sum(sweep_partials(folder) for folder in (settings.archive, settings.catalog))
+        removed = sweep_partials(settings.archive) + sweep_temporary(settings.catalog_store())
     marker.touch()
     yield removed
     marker.unlink()
@@ -103,7 +91,11 @@ def ingest_context(settings: Settings, run_id: str) -> IngestContext:
     return IngestContext(
         archive_dir=settings.archive,
         quarantine_dir=settings.quarantine,
-        catalog_dir=settings.catalog,
+        catalog_dir=settings.catalog_location,
+        catalog_options=dict(settings.catalog.storage_options),
+        catalog_lock=settings.catalog_lock,
+        record_unit=settings.catalog.record_unit,
+        logs_dir=settings.logs_dir,
         salt=settings.salt(),
         options=tuple(settings.anonymize.options),
         site_rules=settings.anonymize.site_rules,
@@ -138,7 +130,7 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
     logger = get_run_logger()
     summary = AutoloadSummary()
     started = time.perf_counter()
-    with exclusive(settings.data_dir / "autoload.lock", wait_for_lock_seconds) as owner:
+    with exclusive(autoload_lock(settings.data_dir), wait_for_lock_seconds) as owner:
         if not owner:
             summary.skipped = "another autoload run holds the lock"
             logger.info("skipped: %s", summary.skipped)
@@ -165,17 +157,21 @@ def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummar
     """Archive, record, then clear landing, batch after batch, adding up into `summary`."""
     landed = list_landed(settings.landing)
     summary.landed = len(landed)
+    # Receipts first: the batches look up their files' calling AE titles there.
+    summary.receipts = record_receipts(ctx)
     quarantined: Counter[str] = Counter()
     for batch_no, paths in enumerate(batches(landed, settings.autoload.batch_size), 1):
         outcome = archive_batch(paths, ctx, batch_no)
-        summary.recorded += record_batch(outcome, settings.catalog, batch_no)
+        summary.recorded += record_batch(outcome, ctx, batch_no)
         clear_batch(outcome, batch_no)
         summary.archived += outcome.new
+        summary.versions += outcome.versions
         summary.duplicates += outcome.duplicates
         summary.bytes += outcome.bytes
         quarantined.update(outcome.quarantined)
         summary.batches = batch_no
     summary.quarantined = dict(quarantined)
+    record_quarantine(ctx)  # also after a retry moved files out
 
 
 def publish_summary(summary: AutoloadSummary) -> None:

@@ -1,4 +1,5 @@
-"""The `dicomflow` command: receiver, autoload, serve, sql, policy, demo and remote nodes.
+"""The `dicomflow` command: receiver, autoload, serve, sql, catalog, quarantine, policy, demo
+and remote nodes.
 
 Only this module exits the process; everything below raises typed errors, which
 `main` turns into one line on stderr.
@@ -17,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from catalog.store import CatalogError
 from flows import remote, share
 from flows.args import positive_int
 from flows.remote import RemoteError
@@ -120,10 +122,11 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     import catalog
     from catalog.export import ExportError, choose_format, export
 
-    if not settings.catalog.is_dir():
-        print(f"dicomflow: note: no catalog at {settings.catalog} yet", file=sys.stderr)
+    store = settings.catalog_store()
+    if store.read_manifest().generation == 0:
+        print(f"dicomflow: note: no catalog at {settings.catalog_location} yet", file=sys.stderr)
     out = Path(args.out) if args.out else None
-    con = catalog.connect(settings.catalog)
+    con = catalog.connect(store)
     try:
         fmt = choose_format(args.format, out)
         relation = con.sql(args.query)
@@ -136,6 +139,118 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     if out is not None:
         print(f"wrote {rows} rows to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_catalog_compact(settings: Settings, args: argparse.Namespace) -> int:
+    """Merge small parts now (the `catalog-compact` deployment does it on a schedule)."""
+    from catalog.compact import compact
+
+    result = compact(settings.catalog_store(), settings.catalog.keep_replaced_seconds)
+    for partition, parts in result.partitions.items():
+        print(f"  {partition}: {parts} parts -> 1")
+    print(
+        f"merged {result.merged} parts into {result.written}, deleted {result.deleted} "
+        f"old files in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def cmd_catalog_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the catalog as one DuckDB file, for the DuckDB CLI and notebooks."""
+    from catalog.export import ExportError, export_database
+
+    out = Path(args.out)
+    try:
+        counts = export_database(settings.catalog_store(), out)
+    except (ExportError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    shown = ", ".join(f"{table} {rows}" for table, rows in counts.items())
+    print(f"wrote {out} ({shown}); open it with: duckdb {shlex.quote(str(out))}")
+    return 0
+
+
+def cmd_catalog_check(settings: Settings, args: argparse.Namespace) -> int:
+    """Every current row has its archive file (size, hash) and every archive file a row."""
+    from catalog.check import check
+
+    result = check(settings.catalog_store(), settings.archive, hashes=not args.no_hash)
+    for problem in result.problems:
+        print(problem)
+    verdict = f"{len(result.problems)} problems" if result.problems else "ok"
+    hashed = "sizes" if args.no_hash else "sizes and SHA-256"
+    print(f"{verdict}: {result.rows} catalog rows, {result.files} archive files ({hashed} checked)")
+    return EXIT_FAILURE if result.problems else 0
+
+
+def _chosen_quarantine(settings: Settings, args: argparse.Namespace) -> list:
+    from tasks.quarantine import entries
+
+    found = entries(settings.quarantine)
+    names = set(getattr(args, "names", None) or [])
+    unknown = names - {e.name for e in found}
+    if unknown:
+        raise CommandError(f"not in quarantine: {', '.join(sorted(unknown))}")
+    return [
+        e
+        for e in found
+        if (not args.reason or e.reason == args.reason) and (not names or e.name in names)
+    ]
+
+
+def cmd_quarantine_list(settings: Settings, args: argparse.Namespace) -> int:
+    """The files in quarantine, oldest first, with their reasons."""
+    chosen = _chosen_quarantine(settings, args)
+    for entry in chosen:
+        when = f"{entry.time:%Y-%m-%d %H:%M:%S}" if entry.time else "?"
+        size = f"{entry.size} B" if entry.size is not None else "(file gone back to landing)"
+        detail = entry.detail if len(entry.detail) <= 100 else entry.detail[:97] + "..."
+        print(f"{entry.name}  {entry.reason}  {when}  {size}\n    {detail}")
+    by_reason: dict[str, int] = defaultdict(int)
+    for entry in chosen:
+        by_reason[entry.reason] += 1
+    counts = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()))
+    print(
+        f"{len(chosen)} quarantined files{': ' + counts if counts else ''} ({settings.quarantine})"
+    )
+    return 0
+
+
+RETRY_LOCK_WAIT_SECONDS = 600.0
+"""How long `quarantine retry` waits for a running autoload to finish."""
+
+
+def cmd_quarantine_retry(settings: Settings, args: argparse.Namespace) -> int:
+    """Move quarantined files back into landing, so autoload tries them again."""
+    from flows.locks import autoload_lock, exclusive
+    from tasks.operations import record_quarantine
+    from tasks.pseudonyms import Pseudonymizer
+    from tasks.quarantine import QuarantineError, release
+
+    chosen = _chosen_quarantine(settings, args)
+    moved = 0
+    # Autoload moves files into quarantine: never at the same time as this.
+    with exclusive(autoload_lock(settings.data_dir), RETRY_LOCK_WAIT_SECONDS) as owner:
+        if not owner:
+            raise CommandError(
+                f"an autoload run is still working after {RETRY_LOCK_WAIT_SECONDS:.0f} s;"
+                " try again later"
+            )
+        try:
+            for entry in chosen:
+                if release(entry, settings.landing) is not None:
+                    moved += 1
+        except QuarantineError as exc:
+            raise CommandError(f"{exc} ({moved} moved before)") from None
+        finally:
+            keys = Pseudonymizer(settings.salt())
+            record_quarantine(settings.catalog_store(), settings.quarantine, "retry", keys)
+    print(f"moved {moved} files back to landing ({settings.landing})")
+    if not moved:
+        return 0
+    if args.autoload:
+        return cmd_autoload(settings, args)
+    print("`dicomflow autoload` (or the next scheduled run) processes them")
     return 0
 
 
@@ -189,7 +304,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     print("running the autoload flow ...")
     summary = autoload()
     _print_summary(summary)
-    con = catalog.connect(settings.catalog)
+    con = catalog.connect(settings.catalog_store())
     print("\ninstances per modality:")
     con.sql(
         "SELECT modality, count(*) AS instances, count(DISTINCT series_instance_uid) AS series, "
@@ -305,6 +420,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     policy.set_defaults(func=cmd_policy)
 
+    cat = sub.add_parser(
+        "catalog", parents=[common], help="keep the catalog: compact, export, check"
+    )
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    compact = cat_sub.add_parser(
+        "compact", parents=[common], help="merge small Parquet parts (readers keep working)"
+    )
+    compact.set_defaults(func=cmd_catalog_compact)
+    export = cat_sub.add_parser(
+        "export", parents=[common], help="write the catalog as one DuckDB database file"
+    )
+    export.add_argument("--out", metavar="FILE", required=True, help="e.g. catalog.duckdb")
+    export.set_defaults(func=cmd_catalog_export)
+    check = cat_sub.add_parser(
+        "check",
+        parents=[common],
+        help="compare catalog rows with archive files (existence, size, SHA-256)",
+    )
+    check.add_argument("--no-hash", action="store_true", help="compare sizes only (faster)")
+    check.set_defaults(func=cmd_catalog_check)
+
+    quar = sub.add_parser(
+        "quarantine", parents=[common], help="list quarantined files, or retry them"
+    )
+    quar_sub = quar.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
+    qlist = quar_sub.add_parser("list", parents=[common], help="quarantined files and reasons")
+    qlist.add_argument("--reason", metavar="R", help="only this reason, e.g. phi-gate")
+    qlist.set_defaults(func=cmd_quarantine_list)
+    retry = quar_sub.add_parser(
+        "retry",
+        parents=[common],
+        help="move quarantined files back into landing for autoload (after a rule change)",
+    )
+    retry.add_argument("names", nargs="*", metavar="NAME", help="quarantine names (default all)")
+    retry.add_argument("--reason", metavar="R", help="only files quarantined for this reason")
+    retry.add_argument("--autoload", action="store_true", help="run autoload on them right after")
+    retry.set_defaults(func=cmd_quarantine_retry)
+
     statement = sub.add_parser(
         "conformance",
         parents=[common],
@@ -343,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         return int(args.func(settings, args))
-    except (SettingsError, CommandError, ServeError, ReceiverError, RemoteError) as exc:
+    except (
+        SettingsError, CommandError, ServeError, ReceiverError, RemoteError, CatalogError
+    ) as exc:
         print(f"dicomflow: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE
     except KeyboardInterrupt:

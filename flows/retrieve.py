@@ -83,7 +83,7 @@ def pull_context(
             settings.retrieve.breaker_failures,
             settings.retrieve.breaker_cooldown_seconds,
         ),
-        catalog_dir=settings.catalog,
+        catalog=settings.catalog_store(),
         policy=build_policy(settings.anonymize.options, settings.anonymize.site_rules),
         keys=Pseudonymizer(settings.salt()),
         window=settings.retrieve.window,

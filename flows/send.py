@@ -16,6 +16,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from catalog.selection import SelectionError, select_archived
+from catalog.store import CatalogStore
 from flows.settings import load_settings
 from receiver.durable import restrict_new_files
 from receiver.scu import Peer, ScuError, peer_for
@@ -24,10 +25,10 @@ from receiver.send import Sent, send
 
 @task(name="select archived", cache_policy=NO_CACHE)
 def select_paths(
-    catalog_dir: Path, study: str | None, series: str | None, sql: str | None
+    location: CatalogStore | Path | str, study: str | None, series: str | None, sql: str | None
 ) -> list[Path]:
     """The archived files to send, as the catalog has them now."""
-    return [s.path for s in select_archived(catalog_dir, study=study, series=series, sql=sql)]
+    return [s.path for s in select_archived(location, study=study, series=series, sql=sql)]
 
 
 @task(name="send batch", task_run_name="send batch {batch_no}", cache_policy=NO_CACHE)
@@ -68,7 +69,7 @@ def send_flow(
     restrict_new_files()
     try:
         peer = peer_for(node, settings.nodes, settings.receiver.ae_title, settings.scu)
-        paths = select_paths(settings.catalog, study, series, sql)
+        paths = select_paths(settings.catalog_store(), study, series, sql)
     except (ScuError, SelectionError) as exc:
         raise ValueError(str(exc)) from None
     results: list[Sent] = []

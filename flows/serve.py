@@ -1,4 +1,5 @@
-"""`dicomflow serve`: the receiver plus the autoload flow on its interval, in one process.
+"""`dicomflow serve`: the receiver plus the autoload flow on its interval (and catalog
+compaction on its own), in one process.
 
 Prefect schedules only against a real API server: if none is configured
 (``PREFECT_API_URL``), one is started on 127.0.0.1 for the life of the command,
@@ -107,6 +108,7 @@ def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         from flows.autoload import autoload
+        from flows.compact import catalog_compact
 
         with temporary_settings({PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
             receivers = start_pool(
@@ -130,6 +132,16 @@ def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
                     description="Autoload on an interval, started by `dicomflow serve`.",
                     tags=["dicomflow", "autoload"],
                     # One run at a time; a run due while one works is dropped, not queued.
+                    concurrency_limit=ConcurrencyLimitConfig(
+                        limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+                    ),
+                )
+                runner.add_flow(
+                    catalog_compact,
+                    name="catalog-compact-serve",
+                    interval=settings.catalog.compact_interval_seconds,
+                    description="Catalog compaction on an interval, started by `dicomflow serve`.",
+                    tags=["dicomflow", "catalog"],
                     concurrency_limit=ConcurrencyLimitConfig(
                         limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
                     ),

@@ -13,7 +13,7 @@ import re
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,6 +30,9 @@ from receiver.move_ledger import MoveLedger, ledger_dir
 from receiver.qr_scp import Archive
 from receiver.settings import ReceiverSettings, RemoteNode, ScuSettings
 from tasks.profile import check_options
+
+if TYPE_CHECKING:
+    from catalog.store import CatalogStore
 
 CONFIG_ENV = "DICOMFLOW_CONFIG"
 
@@ -182,6 +185,44 @@ class RetrieveSettings(BaseModel):
         return text
 
 
+class CatalogSettings(BaseModel):
+    """What the catalog records and how its storage is kept."""
+
+    model_config = {"extra": "forbid"}
+
+    record_unit: Literal["patient", "study", "series"] = Field(
+        "study",
+        description=(
+            "What one row of the records table describes. A record is created the first "
+            "time a unit is seen and gets a new version whenever more of it arrives."
+        ),
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "fsspec options for a catalog_dir that is a URL (e.g. s3://...), such as "
+            '{"profile": "research"}; see docs/catalog.md.'
+        ),
+    )
+    keep_replaced_seconds: float = Field(
+        86400.0,
+        ge=0,
+        le=365 * 86400,
+        allow_inf_nan=False,
+        description=(
+            "How long parts merged away by compaction stay on disk, for connections "
+            "opened before it; a connection older than this must reconnect."
+        ),
+    )
+    compact_interval_seconds: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86400,
+        allow_inf_nan=False,
+        description="Seconds between the compactions `serve` runs.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything dicomflow needs to run, in one object."""
 
@@ -196,10 +237,17 @@ class Settings(BaseSettings):
     landing_dir: Path | None = Field(None, description="Received files waiting for autoload.")
     archive_dir: Path | None = Field(None, description="Anonymized archive.")
     quarantine_dir: Path | None = Field(None, description="Files autoload could not process.")
-    catalog_dir: Path | None = Field(None, description="Parquet tables of the catalog.")
+    catalog_dir: str | None = Field(
+        None,
+        description=(
+            "Parquet tables of the catalog: a folder, or an fsspec URL such as "
+            "s3://bucket/dicomflow/catalog (catalog.storage_options for credentials)."
+        ),
+    )
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     autoload: AutoloadSettings = Field(default_factory=AutoloadSettings)
     anonymize: AnonymizeSettings = Field(default_factory=AnonymizeSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     scu: ScuSettings = Field(default_factory=ScuSettings)
     retrieve: RetrieveSettings = Field(default_factory=RetrieveSettings)
     nodes: dict[str, RemoteNode] = Field(
@@ -234,6 +282,15 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("catalog_dir", mode="before")
+    @classmethod
+    def _catalog_dir_text(cls, value: object) -> object:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
     @model_validator(mode="after")
     def _folders_distinct(self) -> Settings:
         seen: dict[Path, str] = {}
@@ -245,13 +302,11 @@ class Settings(BaseSettings):
         return self
 
     def folders(self) -> dict[str, Path]:
-        """The four working folders by name."""
-        return {
-            "landing": self.landing,
-            "archive": self.archive,
-            "quarantine": self.quarantine,
-            "catalog": self.catalog,
-        }
+        """The working folders by name (the catalog only where it is a local folder)."""
+        found = {"landing": self.landing, "archive": self.archive, "quarantine": self.quarantine}
+        if self.catalog_folder is not None:
+            found["catalog"] = self.catalog_folder
+        return found
 
     # Folders not set one by one live under the data root.
     @property
@@ -267,8 +322,35 @@ class Settings(BaseSettings):
         return self.quarantine_dir or self.data_dir / "quarantine"
 
     @property
-    def catalog(self) -> Path:
-        return self.catalog_dir or self.data_dir / "catalog"
+    def catalog_location(self) -> str:
+        """The catalog's folder or fsspec URL, for `catalog.connect`."""
+        return self.catalog_dir or str(self.data_dir / "catalog")
+
+    @property
+    def catalog_folder(self) -> Path | None:
+        """The catalog's local folder; None when it is on another filesystem (a URL)."""
+        location = self.catalog_location
+        if location.startswith("file://"):
+            return Path(location.removeprefix("file://"))
+        if "://" in location or "::" in location:
+            return None
+        return Path(location)
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the receiver appends receipts.jsonl."""
+        return self.data_dir / "logs"
+
+    def catalog_store(self) -> CatalogStore:
+        """The catalog as its readers and writers open it; writers lock under the data root."""
+        from catalog.store import CatalogStore  # pyarrow and fsspec only where needed
+
+        return CatalogStore(self.catalog_location, self.catalog.storage_options, self.catalog_lock)
+
+    @property
+    def catalog_lock(self) -> Path | None:
+        """The writers' lock of a catalog that is a URL; a local one keeps its own."""
+        return None if self.catalog_folder is not None else self.data_dir / "catalog.lock"
 
     @property
     def retrieve_dir(self) -> Path:
@@ -277,7 +359,7 @@ class Settings(BaseSettings):
 
     def served_archive(self) -> Archive:
         """What the receiver's Q/R SCP answers from: the catalog, sending to our nodes."""
-        return Archive(self.catalog, self.nodes)
+        return Archive(self.catalog_store(), self.nodes)
 
     def move_ledger(self) -> MoveLedger:
         """Our open C-MOVEs, shared by the retrieve side and the receiver."""

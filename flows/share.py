@@ -25,7 +25,9 @@ def _selection(settings: Settings, args: argparse.Namespace) -> list[Selected]:
     from catalog.selection import SelectionError, select_archived
 
     try:
-        return select_archived(settings.catalog, study=args.study, series=args.series, sql=args.sql)
+        return select_archived(
+            settings.catalog_store(), study=args.study, series=args.series, sql=args.sql
+        )
     except SelectionError as exc:
         raise RemoteError(str(exc)) from None
 

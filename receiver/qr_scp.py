@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from pydicom import dcmread
@@ -23,6 +23,9 @@ from receiver.matching import MatchError, build_query, response
 from receiver.send import contexts_for
 from receiver.settings import RemoteNode
 from receiver.tls import TlsError, client_context
+
+if TYPE_CHECKING:
+    from catalog.store import CatalogStore
 
 LOGGER = logging.getLogger("dicomflow.receiver")
 
@@ -47,14 +50,15 @@ def qr_contexts() -> list[PresentationContext]:
 class Archive:
     """What the Q/R SCP serves from: the catalog, and the nodes C-MOVE may send to."""
 
-    catalog_dir: Path
+    catalog: CatalogStore | Path | str
+    """The catalog's store, folder or fsspec URL."""
     nodes: dict[str, RemoteNode] = field(default_factory=dict)
 
     def rows(self, sql: str, params: list[object]) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one query on a fresh snapshot of the catalog."""
         import catalog
 
-        con = catalog.connect(self.catalog_dir)
+        con = catalog.connect(self.catalog)
         try:
             result = con.execute(sql, params)
             columns = [d[0] for d in result.description or []]

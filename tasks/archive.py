@@ -1,17 +1,19 @@
-"""Where an anonymized instance lives in the archive, and writing it there once."""
+"""Where an anonymized instance lives in the archive, and writing its versions there."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from receiver.durable import write_atomic
+from receiver.durable import fsync_dir, write_atomic
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,63}")
 """What an archive folder or file name may be: a UID or a patient pseudonym, nothing else."""
@@ -41,7 +43,10 @@ def encode(ds: Dataset) -> bytes:
 
 
 INDEX_DIR = ".sop-index"
-"""Under the archive: one small file per archived SOP Instance UID, naming its archive path."""
+"""Under the archive: one small JSON file per archived SOP Instance UID, naming its file
+and every version archived so far."""
+
+Kind = Literal["new", "version", "duplicate"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +57,18 @@ class Written:
     relpath: Path
     size: int
     sha256: str
-    new: bool
-    """False when the instance was archived already (a repeat, or a re-run after a crash)."""
+    version: int
+    kind: Kind
+    """``new``: first archived; ``version``: different content replaced the archived one;
+    ``duplicate``: this content is archived already (a repeat, or a re-run after a crash)."""
 
     @property
     def path(self) -> Path:
         return self.archive_dir / self.relpath
+
+    @property
+    def new(self) -> bool:
+        return self.kind != "duplicate"
 
 
 def index_entry(archive_dir: Path, sop_instance_uid: str) -> Path:
@@ -65,34 +76,93 @@ def index_entry(archive_dir: Path, sop_instance_uid: str) -> Path:
     return archive_dir / INDEX_DIR / sop_instance_uid[-2:] / sop_instance_uid
 
 
-def _describe(archive_dir: Path, relpath: Path, new: bool) -> Written:
-    data = (archive_dir / relpath).read_bytes()
-    return Written(archive_dir, relpath, len(data), hashlib.sha256(data).hexdigest(), new)
+@dataclass(frozen=True)
+class Entry:
+    """An index entry: where the current version is, and every version seen so far."""
+
+    relpath: str
+    sha256: str
+    version: int
+    versions: tuple[dict[str, Any], ...]
+    """``{"version", "sha256", "landed"}`` per version, oldest first."""
+    previous: str | None = None
+    """The file of the version before, while it may still need removing (it moved)."""
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "relpath": self.relpath,
+                "sha256": self.sha256,
+                "version": self.version,
+                "versions": list(self.versions),
+                "previous": self.previous,
+            }
+        ).encode()
 
 
-def archive_once(archive_dir: Path, relpath: Path, data: bytes) -> Written:
-    """Archive `data` at `relpath` unless its SOP instance is archived already, anywhere.
+def read_entry(archive_dir: Path, entry: Path) -> Entry | None:
+    """The index entry, None if there is none; a plain path (older layout) is version 1."""
+    try:
+        text = entry.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    if not text.startswith("{"):
+        data = (archive_dir / text).read_bytes() if (archive_dir / text).is_file() else b""
+        digest = hashlib.sha256(data).hexdigest()
+        return Entry(text, digest, 1, ({"version": 1, "sha256": digest, "landed": None},))
+    raw = json.loads(text)
+    return Entry(
+        raw["relpath"], raw["sha256"], int(raw["version"]), tuple(raw["versions"]), raw["previous"]
+    )
+
+
+def archive_version(archive_dir: Path, relpath: Path, data: bytes, landed: str) -> Written:
+    """Archive `data` as the current version of its SOP instance, unless it is one already.
 
     A second object with the same SOP Instance UID is the same instance (PS3.3
-    C.12.1.1.1), even when it arrives under another patient or study: the first
-    copy stays, and the repeat is described by the copy on disk. The instance is
-    claimed in the index first, so a crash between claim and write is repaired
-    by the next copy (or the re-run) that finds the claim without its file.
+    C.12.1.1.1), even when it arrives under another patient or study. The same
+    bytes again are a duplicate; other bytes are a new version, which replaces the
+    archived file (at the path its own identifiers give). The file is written before
+    the index entry, so a crash in between is repaired by the re-run; and the landed
+    file that made each version is remembered, so a re-run after a crash gets back
+    the version that file made instead of making another.
     """
-    entry = index_entry(archive_dir, relpath.stem)
-    claim = relpath.as_posix().encode()
-    try:
-        write_atomic(entry, claim, overwrite=False)
-    except FileExistsError:
-        claimed = Path(entry.read_text(encoding="utf-8"))
-        if (archive_dir / claimed).is_file():
-            return _describe(archive_dir, claimed, new=False)
-        write_atomic(entry, claim)  # claimed, never written: this copy takes over
-    try:
-        write_atomic(archive_dir / relpath, data, overwrite=False)
-    except FileExistsError:  # written, then the claim was lost with a crash
-        return _describe(archive_dir, relpath, new=False)
-    return Written(archive_dir, relpath, len(data), hashlib.sha256(data).hexdigest(), new=True)
+    entry_path = index_entry(archive_dir, relpath.stem)
+    digest = hashlib.sha256(data).hexdigest()
+    current = read_entry(archive_dir, entry_path)
+    kind: Kind
+    version: int
+    versions: tuple[dict[str, Any], ...]
+    if current is None:
+        version, kind, versions = 1, "new", ()
+    elif (archive_dir / current.relpath).is_file():
+        if current.previous:
+            _remove(archive_dir / current.previous)  # a crash came between move and removal
+        for seen in current.versions:
+            if seen.get("landed") == landed and seen["sha256"] == digest:  # this file, again
+                return Written(
+                    archive_dir, relpath, len(data), digest, seen["version"], "duplicate"
+                )
+        if current.sha256 == digest:
+            return Written(archive_dir, relpath, len(data), digest, current.version, "duplicate")
+        version, kind, versions = current.version + 1, "version", current.versions
+    elif current.sha256 == digest:  # indexed, its file lost: write it again
+        version, kind, versions = current.version, "new", current.versions[:-1]
+    else:
+        version, kind, versions = current.version + 1, "version", current.versions
+    versions = (*versions, {"version": version, "sha256": digest, "landed": landed})
+    write_atomic(archive_dir / relpath, data)
+    moved = current.relpath if current and current.relpath != relpath.as_posix() else None
+    write_atomic(entry_path, Entry(relpath.as_posix(), digest, version, versions, moved).encode())
+    if moved:
+        _remove(archive_dir / moved)
+    return Written(archive_dir, relpath, len(data), digest, version, kind)
+
+
+def _remove(path: Path) -> None:
+    if path.exists():
+        path.unlink()
+        fsync_dir(path.parent)
 
 
 def read_archived(path: Path) -> Dataset:

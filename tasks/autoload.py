@@ -15,8 +15,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
+from catalog.compact import CompactionResult, compact
+from catalog.store import open_store
 from receiver.landing import LandingZone
-from tasks import ingest
+from tasks import ingest, operations
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,6 +45,17 @@ def batch_step(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
     )
 
 
+def run_step(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A step that runs once per run, retried only for storage failures, never cached."""
+    return task(
+        name=name,
+        retries=2,
+        retry_delay_seconds=[5, 30],
+        retry_condition_fn=storage_failure,
+        cache_policy=NO_CACHE,
+    )
+
+
 @task(name="list landed", cache_policy=NO_CACHE)
 def list_landed(landing_dir: Path) -> list[Path]:
     """Completed files in the landing zone, oldest first."""
@@ -58,12 +71,38 @@ def archive_batch(
 
 
 @batch_step("record")
-def record_batch(outcome: ingest.ArchiveOutcome, catalog_dir: Path, batch_no: int) -> int:
-    """Append catalog rows for this batch's instances the catalog does not hold yet."""
-    return ingest.record_instances(outcome.archived, catalog_dir)
+def record_batch(outcome: ingest.ArchiveOutcome, ctx: ingest.IngestContext, batch_no: int) -> int:
+    """Append catalog rows for this batch's instance versions the catalog does not hold yet."""
+    return ingest.record_instances(outcome.archived, ctx.store(), ctx.record_unit)
 
 
 @batch_step("clear landing")
 def clear_batch(outcome: ingest.ArchiveOutcome, batch_no: int) -> int:
     """Delete the batch's landed files, now durable in archive and catalog."""
     return ingest.clear_landing(outcome.archived)
+
+
+@run_step("record receipts")
+def record_receipts(ctx: ingest.IngestContext) -> int:
+    """Bring the receiver's receipts written since the last run into the receipts table."""
+    return operations.ingest_receipts(ctx)
+
+
+@run_step("record quarantine")
+def record_quarantine(ctx: ingest.IngestContext) -> int:
+    """Make the quarantine table match the quarantine folder."""
+    return operations.mirror_quarantine(ctx)
+
+
+@run_step("compact catalog")
+def compact_catalog(
+    location: str,
+    storage_options: dict[str, Any],
+    lock_path: Path | None,
+    keep_replaced_seconds: float,
+) -> CompactionResult:
+    """Merge the catalog's small parts; drop those replaced longer ago than the grace period."""
+    try:
+        return compact(open_store(location, storage_options, lock_path), keep_replaced_seconds)
+    except OSError as exc:
+        raise ingest.StorageUnavailable.during("compaction", exc) from exc

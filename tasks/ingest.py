@@ -2,12 +2,13 @@
 
 1. `archive_files`: parse, validate, anonymize and write each landed file into the
    archive (fsynced); unusable files go to quarantine with a reason.
-2. `record_instances`: append catalog rows for instances the catalog lacks.
+2. `record_instances`: append catalog rows for the instance versions the catalog
+   lacks, and new versions of the series, studies, patients and records they change.
 3. `clear_landing`: delete the landed files whose archive copy and rows are durable.
 
 A crash between any two steps leaves work that the next run redoes harmlessly:
-archive writes never overwrite, rows are only added for unrecorded instances,
-and a landed file is deleted only after both.
+the archive knows which landed file made which version, rows are only added for
+unrecorded (instance, version) pairs, and a landed file is deleted only after both.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from catalog.store import recorded_instances, write_parts
+from catalog.records import record_batch
+from catalog.store import CatalogStore, open_store
 from receiver.durable import remove_durably
 from receiver.landing import is_received_name
 from tasks import burned_in, phi_gate
 from tasks.anonymize import anonymize
-from tasks.archive import archive_once, archive_relpath, encode, read_archived
-from tasks.extract import rows_for, text, utc_now
+from tasks.archive import Kind, archive_relpath, archive_version, encode
+from tasks.extract import dicom_json, received_at, rows_for, source_ae_title, text, utc_now
 from tasks.mapping import MappingRow, mapping_row, write_mapping
 from tasks.parse import Rejected, read_instance
 from tasks.policy import Policy, build_policy
@@ -56,7 +58,8 @@ class IngestContext:
 
     archive_dir: Path
     quarantine_dir: Path
-    catalog_dir: Path
+    catalog_dir: Path | str
+    """The catalog's folder or fsspec URL."""
     salt: bytes = field(repr=False)
     run_id: str
     options: tuple[str, ...] = ()
@@ -65,12 +68,23 @@ class IngestContext:
     """``quarantine`` or ``flag`` for instances declaring BurnedInAnnotation YES."""
     mapping_dir: Path | None = None
     """Where to write original -> pseudonym rows; None: not written."""
+    record_unit: str = "study"
+    """What one row of the records table describes: patient, study or series."""
+    catalog_options: dict[str, Any] = field(default_factory=dict)
+    """fsspec storage options for a catalog given as a URL."""
+    catalog_lock: Path | None = None
+    """The catalog writers' lock file; None: beside a local catalog."""
+    logs_dir: Path | None = None
+    """Where the receiver's receipts log is; None: receipts are not read."""
 
     def policy(self) -> Policy:
         return build_policy(self.options, self.site_rules)
 
     def keys(self) -> Pseudonymizer:
         return Pseudonymizer(self.salt)
+
+    def store(self) -> CatalogStore:
+        return open_store(self.catalog_dir, self.catalog_options, self.catalog_lock)
 
 
 @dataclass(frozen=True)
@@ -80,8 +94,13 @@ class ArchivedInstance:
     landed: Path
     sop_instance_uid: str
     rows: dict[str, dict[str, Any]]
-    new: bool
+    kind: Kind
+    """new, version (different content replaced the archived copy) or duplicate."""
     mapping: MappingRow
+
+    @property
+    def new(self) -> bool:
+        return self.kind != "duplicate"
 
 
 @dataclass
@@ -94,11 +113,17 @@ class ArchiveOutcome:
 
     @property
     def new(self) -> int:
-        return sum(1 for a in self.archived if a.new)
+        """Instances archived for the first time."""
+        return sum(1 for a in self.archived if a.kind == "new")
+
+    @property
+    def versions(self) -> int:
+        """Re-sent instances whose content changed: a new version replaced the archived one."""
+        return sum(1 for a in self.archived if a.kind == "version")
 
     @property
     def duplicates(self) -> int:
-        return sum(1 for a in self.archived if not a.new)
+        return sum(1 for a in self.archived if a.kind == "duplicate")
 
     @property
     def bytes(self) -> int:
@@ -116,6 +141,7 @@ def archive_one(
 ) -> ArchivedInstance:
     """Parse, anonymize and archive one landed file; raises `Rejected` for unusable input."""
     ds = read_instance(path)
+    sender = source_ae_title(ds)  # the anonymizer removes it from the file meta
     if ctx.burned_in == "quarantine" and burned_in.declared(ds) == "YES":
         raise Rejected("burned-in", "BurnedInAnnotation is YES: the pixels may show identity")
     whole, parts = phi_gate.originals(ds, policy.gate_keywords(phi_gate.IDENTIFYING_KEYWORDS))
@@ -128,20 +154,25 @@ def archive_one(
     relpath = archive_relpath(ds)
     data = encode(ds)
     try:
-        written = archive_once(ctx.archive_dir, relpath, data)
+        written = archive_version(ctx.archive_dir, relpath, data, path.name)
     except OSError as exc:
         raise StorageUnavailable.during("archive write", exc) from exc
-    described = ds if written.new else read_archived(written.path)
     facts = {
         "archive_path": str(written.path.resolve()),
         "archive_relpath": written.relpath.as_posix(),
         "file_size": written.size,
         "sha256": written.sha256,
         "landed_name": landed_name(path.name, keys),
+        "received_at": received_at(path.name),
+        "calling_ae_title": sender,
+        "version": written.version,
+        **policy.lineage(),
+        # a duplicate has the archived copy's bytes, so `ds` describes that copy too
+        "dicom_json": dicom_json(ds),
     }
-    rows = rows_for(described, facts, {"run_id": ctx.run_id, "recorded_at": utc_now()})
+    rows = rows_for(ds, facts, {"run_id": ctx.run_id, "recorded_at": utc_now()})
     mapping = original.completed(ds)
-    return ArchivedInstance(path, str(ds.SOPInstanceUID), rows, written.new, mapping)
+    return ArchivedInstance(path, str(ds.SOPInstanceUID), rows, written.kind, mapping)
 
 
 @contextmanager
@@ -198,18 +229,26 @@ def _archive_or_quarantine(
     LOGGER.warning("quarantined %s: %s", path.name, reason)
 
 
-def record_instances(archived: list[ArchivedInstance], catalog_dir: Path) -> int:
-    """Step 2: write catalog rows for the instances not recorded yet; returns how many."""
-    known = recorded_instances(catalog_dir, (a.sop_instance_uid for a in archived))
-    fresh = [a for a in archived if a.sop_instance_uid not in known]
-    if not fresh:
+def record_instances(
+    archived: list[ArchivedInstance],
+    catalog: CatalogStore | Path | str,
+    record_unit: str = "study",
+) -> int:
+    """Step 2: catalog rows for the instance versions not recorded yet; returns how many.
+
+    Also writes the new versions of the series, studies, patients and records whose
+    current instances they change, in the same manifest swap.
+    """
+    if not archived:
         return 0
-    tables = {table: [a.rows[table] for a in fresh] for table in fresh[0].rows}
+    run_id = str(archived[0].rows["instances"].get("run_id") or "local")
     try:
-        write_parts(catalog_dir, tables)
+        recorded = record_batch(
+            open_store(catalog), [a.rows for a in archived], record_unit, run_id
+        )
     except OSError as exc:
         raise StorageUnavailable.during("catalog write", exc) from exc
-    return len({a.sop_instance_uid for a in fresh})
+    return recorded.instances
 
 
 def clear_landing(archived: list[ArchivedInstance]) -> int:

@@ -244,6 +244,14 @@ class Policy:
         values.append(f"site rules: {self.site_name}"[:64])
         return values
 
+    def lineage(self) -> dict[str, str]:
+        """What the catalog records about how an instance was anonymized."""
+        return {
+            "anonymization_profile": f"PS3.15 E.1-1 Basic Profile ({self.profile_revision})",
+            "anonymization_options": ",".join(sorted(self.options)),
+            "site_rules": self.site_name,
+        }
+
     @cached_property
     def own_values(self) -> frozenset[str]:
         """Text the anonymizer writes itself: markers, code meanings, fixed replacements."""

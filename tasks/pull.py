@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import catalog
+from catalog.store import CatalogStore
 from receiver.move import MoveResult, move, move_identifier
 from receiver.move_ledger import MoveLedger
 from receiver.query import QueryError, build_identifier, find
@@ -50,7 +50,7 @@ class PullContext:
     destination: str
     ledger: MoveLedger
     breaker: CircuitBreaker
-    catalog_dir: Path
+    catalog: CatalogStore
     policy: Policy
     keys: Pseudonymizer
     window: str | None = None
@@ -142,7 +142,7 @@ def series_expected(ctx: PullContext, study_uid: str) -> dict[str, int]:
 
 def _catalog_rows(ctx: PullContext, sql: str, parameters: list[object]) -> list[tuple[Any, ...]]:
     """Rows of one query over the catalog as it is now."""
-    con = catalog.connect(ctx.catalog_dir)
+    con = catalog.connect(ctx.catalog)
     try:
         return con.execute(sql, parameters).fetchall()
     finally:

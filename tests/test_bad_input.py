@@ -13,7 +13,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from catalog.store import part_files, recorded_instances
+import catalog
 from tasks.ingest import IngestContext, archive_files, clear_landing, record_instances
 from tasks.pseudonyms import Pseudonymizer
 
@@ -101,17 +101,29 @@ def test_values_that_do_not_fit_the_catalog_do_not_block_the_batch(ctx: IngestCo
     ds.save_as(odd_name)
     outcome = run_batch(ctx, [odd_name])
     assert outcome.new == 1
-    assert len(recorded_instances(ctx.catalog_dir, [outcome.archived[0].sop_instance_uid])) == 1
+    con = catalog.connect(ctx.catalog_dir)
+    uid = outcome.archived[0].sop_instance_uid
+    assert con.execute(
+        "SELECT count(*) FROM instances WHERE sop_instance_uid = ?", [uid]
+    ).fetchall() == [(1,)]
     assert not odd_name.exists()
 
 
 def test_same_instance_under_two_patients_is_archived_once(ctx: IngestContext) -> None:
+    """The second copy is a new version (its bytes differ): it replaces the first, which
+    leaves the first patient's folder, and both versions stay in the history."""
     first, second = ct(), ct()
     first.PatientID, second.PatientID = "P1", "P2"
     outcome = run_batch(ctx, [land(ctx, first, "a.dcm"), land(ctx, second, "b.dcm")])
-    assert (outcome.new, outcome.duplicates) == (1, 1)
-    assert len(list(ctx.archive_dir.rglob("*.dcm"))) == 1
-    assert len(part_files(ctx.catalog_dir, "instances")) == 1
+    assert (outcome.new, outcome.versions, outcome.duplicates) == (1, 1, 0)
+    (archived,) = ctx.archive_dir.rglob("*.dcm")
+    keys = Pseudonymizer(ctx.salt)
+    assert archived.relative_to(ctx.archive_dir).parts[0] == keys.patient_id("P2")
+    con = catalog.connect(ctx.catalog_dir)
+    history = con.sql("SELECT version, patient_id FROM instances_history ORDER BY 1").fetchall()
+    assert history == [(1, keys.patient_id("P1")), (2, keys.patient_id("P2"))]
+    current = con.sql("SELECT patient_id, num_instances FROM patients ORDER BY 2").fetchall()
+    assert current == [(keys.patient_id("P1"), 0), (keys.patient_id("P2"), 1)]
 
 
 def test_quarantine_never_overwrites(ctx: IngestContext) -> None:

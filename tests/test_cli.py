@@ -31,7 +31,9 @@ def clean_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("command", ["receive", "autoload", "serve", "sql", "demo"])
+@pytest.mark.parametrize(
+    "command", ["receive", "autoload", "serve", "sql", "catalog", "quarantine", "demo"]
+)
 def test_every_command_has_help(command: str) -> None:
     result = run(command, "--help")
     assert result.returncode == 0
@@ -221,3 +223,60 @@ def test_policy_shows_each_attributes_rule_under_the_settings(tmp_path: Path) ->
     }
     bad = run("policy", "NoSuchThing", env=clean_env(tmp_path))
     assert bad.returncode == 1 and "NoSuchThing: not a DICOM keyword" in bad.stderr
+
+
+def test_catalog_and_quarantine_commands(tmp_path: Path) -> None:
+    import duckdb
+
+    import catalog
+    from flows.autoload import ingest_context
+    from flows.settings import Settings
+    from receiver.landing import LandingZone
+    from tasks.ingest import archive_files, clear_landing, record_instances
+    from tasks.operations import mirror_quarantine
+
+    data = tmp_path / "data"
+    env = clean_env(data)
+    settings = Settings(data_dir=data)
+    zone = LandingZone(settings.landing)
+    landed = [
+        zone.store(Path(get_testdata_file(n)).read_bytes())
+        for n in ("CT_small.dcm", "MR_small.dcm")
+    ]
+    garbage = settings.landing / "20260101T000000000000Z-garbage.dcm"
+    garbage.write_bytes(b"\0garbage" * 8)
+    ctx = ingest_context(settings, "run-1")
+    outcome = archive_files([*landed, garbage], ctx)
+    record_instances(outcome.archived, ctx.store())
+    clear_landing(outcome.archived)
+    mirror_quarantine(ctx)
+
+    listed = run("quarantine", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "not-dicom" in listed.stdout and "1 quarantined files: not-dicom 1" in listed.stdout
+
+    first = sorted(settings.archive.rglob("*.dcm"))[0]
+    first.unlink()
+    broken = run("catalog", "check", "--no-hash", env=env)
+    assert broken.returncode == 1
+    assert broken.stdout.splitlines()[0].startswith("missing-file: ")
+
+    out = tmp_path / "catalog.duckdb"
+    exported = run("catalog", "export", "--out", str(out), env=env)
+    assert exported.returncode == 0, exported.stderr
+    with duckdb.connect(str(out), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM instances").fetchall() == [(2,)]
+        assert con.sql("SELECT count(*) FROM records").fetchall() == [(2,)]
+        assert con.sql("SELECT count(*) FROM quarantine").fetchall() == [(1,)]
+        mr = "SELECT count(*) FROM instances WHERE dicom_value(dicom_json, 'Modality') = 'MR'"
+        assert con.sql(mr).fetchall() == [(1,)]
+
+    compacted = run("catalog", "compact", env=env)
+    assert compacted.returncode == 0 and "merged" in compacted.stdout, compacted.stderr
+
+    retried = run("quarantine", "retry", "--reason", "not-dicom", env=env)
+    assert retried.returncode == 0 and "moved 1 files back" in retried.stdout, retried.stderr
+    assert garbage.exists() and not list(settings.quarantine.glob("*.dcm"))
+    con = catalog.connect(settings.catalog_store())
+    assert con.sql("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
+    assert con.sql("SELECT count(*) FROM quarantine_history").fetchall() == [(2,)]

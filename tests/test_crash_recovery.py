@@ -24,7 +24,7 @@ def land(settings: Settings) -> list[Path]:
 
 def assert_exactly_once(settings: Settings) -> None:
     files = sorted(settings.archive.rglob("*.dcm"))
-    con = catalog.connect(settings.catalog)
+    con = catalog.connect(settings.catalog_location)
     rows = con.execute("SELECT sop_instance_uid FROM instances_history").fetchall()
     assert len(files) == 4
     assert len(rows) == 4 and len({r[0] for r in rows}) == 4
@@ -41,7 +41,7 @@ def test_rerun_after_crash(prefect_harness, settings: Settings, crash_after: str
     outcome = archive_files(landed, ctx)  # archive files written and fsynced ...
     assert outcome.new == 4 and outcome.duplicates == 1
     if crash_after == "record":
-        assert record_instances(outcome.archived, settings.catalog) == 4
+        assert record_instances(outcome.archived, settings.catalog_location) == 4
     # ... and the process dies here: landed files were never deleted.
     assert len(LandingZone(settings.landing).completed()) == 5
 

@@ -57,6 +57,13 @@ def test_prefect_yaml_deploys_autoload_on_an_interval(deployment) -> None:
     assert "config_file" in scheduled.parameter_openapi_schema["properties"]
 
 
+def test_prefect_yaml_deploys_catalog_compaction_hourly(deployment) -> None:
+    compaction = deployment("catalog-compact/catalog-compact")
+    assert compaction.entrypoint == "flows/compact.py:catalog_compact"
+    assert [s.schedule.interval for s in compaction.schedules] == [timedelta(seconds=3600)]
+    assert compaction.global_concurrency_limit.limit == 1
+
+
 def test_prefect_yaml_deploys_retrieve_with_a_form(deployment) -> None:
     retrieve = deployment("retrieve/retrieve")
     assert retrieve.entrypoint == "flows/retrieve.py:retrieve"

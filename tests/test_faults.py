@@ -43,7 +43,8 @@ def partials(folder: Path) -> list[Path]:
 def assert_archived_exactly(settings: Settings, sop_uids: set[str]) -> None:
     """Every instance once in archive and catalog; landing and quarantine empty."""
     files = sorted(settings.archive.rglob("*.dcm"))
-    rows = catalog.connect(settings.catalog).execute("SELECT sop_instance_uid FROM instances")
+    con = catalog.connect(settings.catalog_store())
+    rows = con.execute("SELECT sop_instance_uid FROM instances")
     recorded = [r[0] for r in rows.fetchall()]
     assert len(files) == len(sop_uids) == len(recorded) == len(set(recorded))
     assert {p.stem for p in files} == set(recorded)

@@ -35,7 +35,7 @@ def archived(prefect_harness, settings: Settings, tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("DICOMFLOW_ANONYMIZE__OPTIONS", '["retain-long-full-dates"]')
     files = [f for study in make_corpus(tmp_path / "corpus") for f in study.files]
     assert land_and_autoload(settings, files) == 9
-    con = catalog.connect(settings.catalog)
+    con = catalog.connect(settings.catalog_store())
     studies = con.execute(
         "SELECT study_instance_uid, patient_id, study_date FROM studies ORDER BY study_date"
     ).fetchall()
@@ -49,7 +49,10 @@ def qr_scp(archived, tmp_path: Path, loopback_shim: Path) -> Iterator[dict[str, 
     with run_storescp(tmp_path / "viewer", loopback_shim, "VIEWER") as viewer:
         nodes = {"viewer": RemoteNode(ae_title="VIEWER", host="127.0.0.1", port=viewer.port)}
         scp = start_receiver(
-            ReceiverSettings(port=0), settings.landing, None, Archive(settings.catalog, nodes)
+            ReceiverSettings(port=0),
+            settings.landing,
+            None,
+            Archive(settings.catalog_store(), nodes),
         )
         try:
             yield {"scp": scp, "viewer": tmp_path / "viewer" / "in", **archived}
@@ -212,7 +215,7 @@ def test_orthanc_queries_and_retrieves_from_us(archived, tmp_path, loopback_shim
             ReceiverSettings(port=our_port),
             settings.landing,
             None,
-            Archive(settings.catalog, nodes),
+            Archive(settings.catalog_store(), nodes),
         )
         try:
             http = orthanc.http_port

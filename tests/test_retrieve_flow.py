@@ -59,9 +59,8 @@ def outcome_rows(summary_file: str) -> list[dict[str, object]]:
 
 
 def archived_count(settings: Settings) -> int:
-    return int(
-        catalog.connect(settings.catalog).sql("SELECT count(*) FROM instances").fetchall()[0][0]
-    )
+    con = catalog.connect(settings.catalog_store())
+    return int(con.sql("SELECT count(*) FROM instances").fetchall()[0][0])
 
 
 def archive_files(settings: Settings) -> int:

@@ -32,7 +32,7 @@ def test_defaults_live_under_one_data_root(monkeypatch, tmp_path: Path) -> None:
     assert settings.landing == tmp_path / "root" / "landing"
     assert settings.archive == tmp_path / "root" / "archive"
     assert settings.quarantine == tmp_path / "root" / "quarantine"
-    assert settings.catalog == tmp_path / "root" / "catalog"
+    assert settings.catalog_location == str(tmp_path / "root" / "catalog")
 
 
 def test_environment_overrides_file(monkeypatch, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def archive(prefect_harness, settings: Settings, tmp_path: Path) -> dict[str, li
     sources = make_instances(tmp_path / "ct", 4, side=32)
     sources += [Path(get_testdata_file(n)) for n in ("MR_small_RLE.dcm", "JPEG2000.dcm")]
     assert land_and_autoload(settings, sources) == 6
-    con = catalog.connect(settings.catalog)
+    con = catalog.connect(settings.catalog_store())
     rows = con.execute(
         "SELECT study_instance_uid, sop_instance_uid, transfer_syntax_uid FROM instances"
     ).fetchall()

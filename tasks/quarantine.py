@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from receiver.audit import audit
 from receiver.durable import fsync_dir, write_atomic
+from receiver.landing import is_received_name
 from tasks.extract import text
 
 MAX_STEM = 100
@@ -61,6 +63,8 @@ def quarantine(path: Path, folder: Path, reason: str, detail: str) -> Path:
     else:
         fsync_dir(folder)
     fsync_dir(path.parent)
+    # A name the receiver gave carries no patient data; a hand-dropped one might.
+    audit("quarantined", file=stem if is_received_name(path.name) else None, reason=reason)
     return target
 
 

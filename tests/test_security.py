@@ -313,3 +313,19 @@ def test_received_files_and_logs_have_no_world_access(tmp_path: Path) -> None:
     audit = [json.loads(line) for line in (data / "logs" / "audit.jsonl").read_text().splitlines()]
     assert [e["event"] for e in audit] == ["receiver-started", "association-accepted"]
     assert audit[1]["calling_ae"] == "STORESCU" and audit[1]["peer"].startswith("127.0.0.1:")
+
+
+def test_quarantines_are_audited_without_hand_dropped_names(tmp_path: Path, caplog) -> None:
+    from receiver.landing import LandingZone
+    from tasks.quarantine import quarantine
+
+    caplog.set_level(logging.INFO, "dicomflow.audit")
+    received = LandingZone(tmp_path / "landing").store(b"not dicom")
+    dropped = tmp_path / "landing" / "Smith_John_CT.dcm"
+    dropped.write_bytes(b"not dicom either")
+    quarantine(received, tmp_path / "quarantine", "unreadable", "no DICM prefix")
+    quarantine(dropped, tmp_path / "quarantine", "unreadable", "no DICM prefix")
+    events = [e for e in audit_events(caplog) if e["event"] == "quarantined"]
+    assert [e["reason"] for e in events] == ["unreadable", "unreadable"]
+    assert events[0]["file"] == received.stem and "file" not in events[1]
+    assert "Smith" not in caplog.text

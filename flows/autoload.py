@@ -26,6 +26,7 @@ from tasks.autoload import (
     record_quarantine,
     record_receipts,
 )
+from tasks.events import emit_archived
 from tasks.ingest import IngestContext
 from tasks.policy import build_policy
 from tasks.profile import ProfileError
@@ -164,6 +165,7 @@ def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummar
         outcome = archive_batch(paths, ctx, batch_no)
         summary.recorded += record_batch(outcome, ctx, batch_no)
         clear_batch(outcome, batch_no)
+        emit_archived(outcome, ctx.run_id, batch_no)
         summary.archived += outcome.new
         summary.versions += outcome.versions
         summary.duplicates += outcome.duplicates

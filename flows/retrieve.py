@@ -29,6 +29,7 @@ from receiver.durable import restrict_new_files
 from receiver.scu import ScuError, peer_for
 from tasks import retrieve as steps
 from tasks.breaker import CircuitBreaker
+from tasks.events import emit_retrieved
 from tasks.pseudonyms import Pseudonymizer
 from tasks.pull import PullContext
 from tasks.retrieval import (
@@ -219,6 +220,7 @@ def run_retrieve(
         summary.archived,
         summary.seconds,
     )
+    emit_retrieved(outcomes, node)
     create_table_artifact(
         key=f"retrieve-{job_id}",
         table=[o.public() for o in outcomes],

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,24 @@ def ctx(tmp_path: Path) -> IngestContext:
         salt=b"test-salt",
         run_id="run-1",
     )
+
+
+def prefect_events(
+    prefix: str, since: datetime, wanted: int, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """Events named `prefix`* that occurred after `since`, once the server holds `wanted`."""
+    from prefect.client.orchestration import get_client
+
+    query = {
+        "filter": {"event": {"prefix": [prefix]}, "occurred": {"since": since.isoformat()}},
+        "limit": 50,
+    }
+    deadline = time.monotonic() + timeout
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            events = client._client.post("/events/filter", json=query).json()["events"]
+        if len(events) >= wanted:
+            break
+        time.sleep(0.5)
+    return events

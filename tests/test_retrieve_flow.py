@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,7 +25,7 @@ from flows.settings import Settings
 from receiver.landing import LandingZone
 from receiver.scp import Receiver
 from tasks.retrieval import job_id_for, load_job, read_progress
-from tests.conftest import free_port
+from tests.conftest import free_port, prefect_events
 from tests.peers import Site, Study
 
 
@@ -97,6 +98,7 @@ def test_job_round_trip_skips_what_is_archived(
         "AccessionNumber",
         [first.spec.accession, second.spec.accession, "NO-SUCH-ACCESSION", third.spec.accession],
     )
+    since = datetime.now(UTC)
     summary = retrieve(node="orthanc", job_file=str(job), config_file=settings_path)
 
     rows = outcome_rows(summary.outcome_file)
@@ -114,6 +116,10 @@ def test_job_round_trip_skips_what_is_archived(
     moved = [r for r in receipts(caplog) if r["job_id"] == summary.job_id]
     assert len(moved) == len(first.files) + len(second.files)  # each links back to its job
     assert summary.states == {"complete": 2, "not-found": 1, "skipped": 1}
+    events = prefect_events("dicomflow.study.retrieved", since, wanted=3)
+    assert sorted(e["payload"]["state"] for e in events) == ["complete", "complete", "skipped"]
+    originals = {s.study_uid for s in pacs_site.studies}
+    assert not any(o in json.dumps(e) for e in events for o in originals)
 
 
 def test_dcmqrscp_without_instance_counts(

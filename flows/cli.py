@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalog.store import CatalogError
-from flows import remote, share
+from flows import remote, share, status
 from flows.args import positive_int
 from flows.remote import RemoteError
 from flows.serve import ServeError
@@ -474,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     remote.add_commands(sub, common)
     share.add_commands(sub, common)
+    status.add_commands(sub, common)
     return parser
 
 

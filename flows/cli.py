@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalog.store import CatalogError
-from flows import remote, share, status
+from flows import importer, remote, share, status
 from flows.args import positive_int
 from flows.remote import RemoteError
 from flows.serve import ServeError
@@ -405,9 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the default comes from the file's suffix",
     )
     sql.add_argument("--out", metavar="FILE", help="write the result to FILE instead")
-    sql.add_argument(
-        "--max-rows", type=positive_int, default=50, help="rows shown as a table (50)"
-    )
+    sql.add_argument("--max-rows", type=positive_int, default=50, help="rows shown as a table (50)")
     sql.set_defaults(func=cmd_sql)
 
     policy = sub.add_parser(
@@ -475,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_commands(sub, common)
     share.add_commands(sub, common)
     status.add_commands(sub, common)
+    importer.add_commands(sub, common)
     return parser
 
 
@@ -498,7 +497,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         return int(args.func(settings, args))
     except (
-        SettingsError, CommandError, ServeError, ReceiverError, RemoteError, CatalogError
+        SettingsError,
+        CommandError,
+        ServeError,
+        ReceiverError,
+        RemoteError,
+        CatalogError,
     ) as exc:
         print(f"dicomflow: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE

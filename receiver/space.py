@@ -11,7 +11,10 @@ class NoRoom(OSError):
 
 
 def free_bytes(folder: Path) -> int:
-    """Bytes available to us on the filesystem holding `folder`."""
+    """Bytes available to us on the filesystem holding `folder` (or, while it does not
+    exist yet, its nearest existing parent)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     return shutil.disk_usage(folder).free
 
 

@@ -27,9 +27,26 @@ class Selected:
     row: dict[str, object]
 
 
+def _read_only(con: duckdb.DuckDBPyConnection, location: CatalogStore | Path | str) -> None:
+    """After the views exist: no file access beyond the catalog, settings locked.
+
+    A query given to send or export (from the command line or a deployment's form)
+    can then read the catalog and nothing else, and write nowhere.
+    """
+    root = getattr(location, "local_root", None)
+    if root is None and not isinstance(location, CatalogStore):
+        root = Path(location)
+    if root is None:
+        return  # an fsspec catalog: DuckDB reads it through fsspec; paths are still checked
+    con.execute("SET allowed_directories = [?]", [str(Path(root).resolve())])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
 def select_archived(
     location: CatalogStore | Path | str,
     *,
+    archive: Path,
     study: str | None = None,
     series: str | None = None,
     sql: str | None = None,
@@ -38,11 +55,13 @@ def select_archived(
 
     `sql` must return an ``archive_path`` column (``SELECT archive_path FROM instances
     WHERE ...``, or ``SELECT * ...``); its other columns are kept for the manifest.
+    Every path must lie inside `archive`: nothing else (quarantine, landing) may leave.
     """
     given = [name for name, value in (("study", study), ("series", series), ("sql", sql)) if value]
     if len(given) != 1:
         raise SelectionError("give exactly one of --study, --series or --sql")
     con = catalog.connect(location)
+    _read_only(con, location)
     try:
         if study:
             relation = con.execute(
@@ -71,6 +90,13 @@ def select_archived(
     at = columns.index("archive_path")
     unique = {str(r[at]): dict(zip(columns, r, strict=True)) for r in rows if r[at] is not None}
     selected = [Selected(Path(path), row) for path, row in unique.items()]
+    root = archive.resolve()
+    outside = [s.path for s in selected if not s.path.resolve().is_relative_to(root)]
+    if outside:
+        raise SelectionError(
+            f"{len(outside)} selected path(s) are not in the archive {root}, first "
+            f"{outside[0]}: only archived (anonymized) instances can be sent or exported"
+        )
     missing = [s.path for s in selected if not s.path.is_file()]
     if missing:
         raise SelectionError(

@@ -25,10 +25,15 @@ from receiver.send import Sent, send
 
 @task(name="select archived", cache_policy=NO_CACHE)
 def select_paths(
-    location: CatalogStore | Path | str, study: str | None, series: str | None, sql: str | None
+    location: CatalogStore | Path | str,
+    archive: Path,
+    study: str | None,
+    series: str | None,
+    sql: str | None,
 ) -> list[Path]:
-    """The archived files to send, as the catalog has them now."""
-    return [s.path for s in select_archived(location, study=study, series=series, sql=sql)]
+    """The archived files to send, as the catalog has them now (archive paths only)."""
+    chosen = select_archived(location, archive=archive, study=study, series=series, sql=sql)
+    return [s.path for s in chosen]
 
 
 @task(name="send batch", task_run_name="send batch {batch_no}", cache_policy=NO_CACHE)
@@ -69,7 +74,7 @@ def send_flow(
     restrict_new_files()
     try:
         peer = peer_for(node, settings.nodes, settings.receiver.ae_title, settings.scu)
-        paths = select_paths(settings.catalog_store(), study, series, sql)
+        paths = select_paths(settings.catalog_store(), settings.archive, study, series, sql)
     except (ScuError, SelectionError) as exc:
         raise ValueError(str(exc)) from None
     results: list[Sent] = []

@@ -26,7 +26,11 @@ def _selection(settings: Settings, args: argparse.Namespace) -> list[Selected]:
 
     try:
         return select_archived(
-            settings.catalog_store(), study=args.study, series=args.series, sql=args.sql
+            settings.catalog_store(),
+            archive=settings.archive,
+            study=args.study,
+            series=args.series,
+            sql=args.sql,
         )
     except SelectionError as exc:
         raise RemoteError(str(exc)) from None
@@ -76,7 +80,8 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out)
     sources, rows = [s.path for s in selected], [s.row for s in selected]
     try:
-        exported = write_zip(sources, rows, out) if args.zip else write_fileset(sources, rows, out)
+        as_zip = args.zip or out.suffix.lower() == ".zip"
+        exported = write_zip(sources, rows, out) if as_zip else write_fileset(sources, rows, out)
     except ExportError as exc:
         raise RemoteError(str(exc)) from None
     print(f"exported {exported.instances} instances to {exported.path} (DICOMDIR, manifest)")

@@ -11,6 +11,7 @@ value here is already anonymized: the catalog holds nothing else.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -94,6 +95,8 @@ FROM: dict[Level, str] = {
 
 ARCHIVE_PATH = "i.archive_path"
 
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+
 
 @dataclass(frozen=True)
 class Query:
@@ -108,6 +111,14 @@ class Query:
 def _like(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")
+
+
+def _one_of_list(value: str) -> str:
+    """A regular expression for one comma-separated item matching `value` (* and ?)."""
+    item = "".join(
+        "[^,]*" if c == "*" else "[^,]" if c == "?" else re.escape(c) for c in value
+    )
+    return f",{item},"
 
 
 def _date(value: str, vr: str) -> object:
@@ -144,10 +155,10 @@ def _condition(key: Key, value: str) -> tuple[str, list[object]]:
             return f"{key.sql} = ?", [int(value.strip())]
         except ValueError:
             raise MatchError(f"not a number: {value!r}") from None
-    if key.sql.endswith("modalities"):  # ModalitiesInStudy: any of the listed modalities
+    if key.sql.endswith("modalities"):  # ModalitiesInStudy: any listed one, wildcards too
         wanted = [m.strip() for m in value.split("\\") if m.strip()]
-        checks = " OR ".join(f"list_contains(string_split({key.sql}, ','), ?)" for _ in wanted)
-        return f"({checks})", list(wanted)
+        checks = " OR ".join(f"regexp_matches(',' || {key.sql} || ',', ?)" for _ in wanted)
+        return f"({checks})", [_one_of_list(m) for m in wanted]
     operator = "ILIKE" if key.vr == "PN" else "LIKE"
     if "*" in value or "?" in value:
         return f"{key.sql} {operator} ? ESCAPE '\\'", [_like(value.strip())]
@@ -165,12 +176,23 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def build_query(identifier: Dataset, *, with_paths: bool = False) -> Query:
-    """The SQL for a C-FIND (or the instances of a C-MOVE/C-GET with `with_paths`)."""
+def build_query(
+    identifier: Dataset, *, with_paths: bool = False, study_root: bool = False
+) -> Query:
+    """The SQL for a C-FIND (or the instances of a C-MOVE/C-GET with `with_paths`).
+
+    A retrieve must name what it wants: the unique key of its level, with no wildcard
+    (PS3.4 C.4.2.2.1), so an empty identifier never moves the whole archive.
+    """
     text = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-    if text not in KEYS:
-        raise MatchError(f"invalid Query/Retrieve Level {text!r}")
+    if text not in KEYS or (study_root and text == "PATIENT"):
+        model = "Study Root" if study_root else "Patient Root"
+        raise MatchError(f"invalid Query/Retrieve Level {text!r} for {model}")
     level = cast(Level, text)
+    if with_paths:
+        unique = _text(identifier.get(UNIQUE_KEYS[level])).strip()
+        if not unique or "*" in unique or "?" in unique:
+            raise MatchError(f"a {level} retrieve needs {UNIQUE_KEYS[level]}, without wildcards")
     keys = KEYS[level]
     conditions: list[str] = []
     params: list[object] = []
@@ -222,6 +244,8 @@ def response(query: Query, columns: Sequence[str], row: Sequence[object]) -> Dat
         if tag is None:
             continue
         vr = str(dictionary_VR(tag))
+        if vr in BULK_VRS or " or " in vr:
+            continue  # pixel data and other bulk values are not query keys
         value = _dicom_value(values.get(keyword), keys[keyword].vr if keyword in keys else vr)
         if vr == "SQ":
             setattr(ds, keyword, [])

@@ -9,6 +9,7 @@ pynetdicom runs the sub-operations and puts their counts in the pending response
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 
 from receiver.matching import MatchError, build_query, response
+from receiver.scu import VERIFICATION
 from receiver.send import contexts_for
 from receiver.settings import RemoteNode
 from receiver.tls import TlsError, client_context
@@ -32,6 +34,7 @@ LOGGER = logging.getLogger("dicomflow.receiver")
 FIND_MODELS = ("1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1")
 MOVE_MODELS = ("1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2")
 GET_MODELS = ("1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3")
+STUDY_ROOT_MODELS = frozenset((FIND_MODELS[1], MOVE_MODELS[1], GET_MODELS[1]))
 
 PENDING = 0xFF00
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
@@ -71,10 +74,14 @@ class Archive:
         return next((n for n in self.nodes.values() if n.ae_title == wanted), None)
 
 
+def _study_root(event: Event) -> bool:
+    return str(event.request.AffectedSOPClassUID) in STUDY_ROOT_MODELS
+
+
 def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int, Any]]:
     """Yield one pending response per match, then pynetdicom sends the final Success."""
     try:
-        query = build_query(event.identifier)
+        query = build_query(event.identifier, study_root=_study_root(event))
         columns, rows = archive.rows(query.sql, query.params)
     except MatchError as exc:
         LOGGER.warning("C-FIND refused: %s", exc)
@@ -95,7 +102,7 @@ def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int, Any]]:
 def _instances(event: Event, archive: Archive) -> list[tuple[Path, tuple[str, str]]] | int:
     """The archived files a C-MOVE or C-GET identifier selects, or a failure status."""
     try:
-        query = build_query(event.identifier, with_paths=True)
+        query = build_query(event.identifier, with_paths=True, study_root=_study_root(event))
         _, rows = archive.rows(query.sql, query.params)
     except MatchError as exc:
         LOGGER.warning("retrieve refused: %s", exc)
@@ -119,24 +126,35 @@ def _datasets(event: Event, files: list[tuple[Path, tuple[str, str]]]) -> Iterat
             yield PENDING, "unreadable"
 
 
-def handle_move(event: Event, archive: Archive) -> Iterator[Any]:
-    """Destination first (None: unknown, 0xA801), then the count, then each dataset."""
-    node = archive.destination(event.move_destination or "")
-    if node is None:
-        LOGGER.warning("C-MOVE to unknown destination %r", event.move_destination)
+def handle_move(event: Event, archive: Archive, own_ae_title: str = "") -> Iterator[Any]:
+    """Destination first (None: unknown, 0xA801), then the count, then each dataset.
+
+    pynetdicom associates with the destination between the first and the second yield,
+    so a refusal (a bad identifier) still goes there first, with only a Verification
+    context, and ends with its status; a destination we cannot reach is "unknown".
+    """
+    wanted = (event.move_destination or "").strip()
+    node = archive.destination(wanted)
+    if node is None or wanted == own_ae_title.strip():
+        why = "ourselves: it would loop" if node is not None else "not a configured node"
+        LOGGER.warning("C-MOVE to %r refused: %s", wanted, why)
+        yield None, None
+        return
+    try:
+        socket.getaddrinfo(node.host, node.port)
+        tls = (client_context(node.tls), node.host) if node.tls is not None else None
+    except (OSError, TlsError) as exc:
+        LOGGER.error("C-MOVE to %s: %s", node.ae_title, exc)
         yield None, None
         return
     files = _instances(event, archive)
-    options: dict[str, Any] = {"ae_title": node.ae_title}
-    if isinstance(files, list) and files:
-        options["contexts"] = contexts_for(k for _, k in files)
-    if node.tls is not None:
-        try:
-            options["tls_args"] = (client_context(node.tls), node.host)
-        except TlsError as exc:
-            LOGGER.error("C-MOVE to %s: %s", node.ae_title, exc)
-            yield None, None
-            return
+    contexts = contexts_for(k for _, k in files) if isinstance(files, list) and files else None
+    options: dict[str, Any] = {
+        "ae_title": node.ae_title,
+        "contexts": contexts or [build_context(VERIFICATION)],
+    }
+    if tls is not None:
+        options["tls_args"] = tls
     yield node.host, node.port, options
     if isinstance(files, int):  # a failure status must follow a count (pynetdicom's order)
         yield 1

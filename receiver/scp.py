@@ -506,7 +506,7 @@ def make_server(
     if serving is not None:
         handlers += [
             (evt.EVT_C_FIND, qr_scp.handle_find, [serving]),
-            (evt.EVT_C_MOVE, qr_scp.handle_move, [serving]),
+            (evt.EVT_C_MOVE, qr_scp.handle_move, [serving, settings.ae_title]),
             (evt.EVT_C_GET, qr_scp.handle_get, [serving]),
         ]
     address = (settings.host, settings.port)

@@ -93,12 +93,10 @@ def write_manifest(folder: Path, rows: list[dict[str, object]]) -> Path:
     return folder / f"{MANIFEST}.parquet"
 
 
-def write_fileset(
+def _fileset_into(
     sources: Sequence[Path], rows: Sequence[dict[str, object]], out: Path
 ) -> Exported:
-    """Write `sources` as a File-set with DICOMDIR into the new or empty folder `out`."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"{out} exists and is not an empty folder")
+    """Write the File-set, DICOMDIR and manifest into the new folder `out`, fsynced."""
     fileset = FileSet()
     fileset.ID = FILESET_ID
     uids = []
@@ -107,14 +105,15 @@ def write_fileset(
             uids.append(str(add_to_fileset(fileset, dcmread(source)).SOPInstanceUID))
         except (ValueError, KeyError, AttributeError, OSError) as exc:
             raise ExportError(f"{source} cannot go on media: {exc}") from None
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
     try:
         fileset.write(out)
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot write the File-set to {out}: {exc}") from None
-    written = {str(i.SOPInstanceUID): Path(i.path).relative_to(out).as_posix() for i in fileset}
-    where = [written[uid] for uid in uids]
-    manifest = write_manifest(out, _manifest_rows(rows, where))
+    written = {
+        str(i.SOPInstanceUID): Path(i.path).resolve().relative_to(out).as_posix() for i in fileset
+    }
+    manifest = write_manifest(out, _manifest_rows(rows, [written[uid] for uid in uids]))
     for folder, _, files in os.walk(out):
         for name in files:
             with open(Path(folder) / name, "rb+") as fh:
@@ -123,15 +122,46 @@ def write_fileset(
     return Exported(out, len(uids), manifest)
 
 
+def write_fileset(
+    sources: Sequence[Path], rows: Sequence[dict[str, object]], out: Path
+) -> Exported:
+    """Write `sources` as a File-set with DICOMDIR into the new or empty folder `out`.
+
+    It is built in a hidden folder beside `out` and renamed into place when complete,
+    so a failed export leaves nothing that looks like one.
+    """
+    out = out.resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out} exists and is not an empty folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write into {out.parent}: {exc.strerror or exc}") from None
+    try:
+        exported = _fileset_into(sources, rows, staging / "set")
+        if out.exists():
+            out.rmdir()
+        os.replace(exported.path, out)
+        fsync_dir(out.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Exported(out, exported.instances, out / exported.manifest.name)
+
+
 def write_zip(sources: Sequence[Path], rows: Sequence[dict[str, object]], out: Path) -> Exported:
     """The same File-set, DICOMDIR and manifest, as one zip file written atomically."""
+    out = out.resolve()
     if out.exists():
         raise ExportError(f"{out} exists already")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write into {out.parent}: {exc.strerror or exc}") from None
     partial = temp_path_for(out)
     try:
-        exported = write_fileset(sources, rows, staging / "fileset")
+        exported = _fileset_into(sources, rows, staging / "fileset")
         with zipfile.ZipFile(partial, "x", compression=zipfile.ZIP_DEFLATED) as archive:
             for folder, _, files in sorted(os.walk(exported.path)):
                 for name in sorted(files):

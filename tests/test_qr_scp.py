@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 
 import catalog
 from flows.settings import Settings
-from receiver.matching import MatchError, build_query
+from receiver.matching import MatchError, build_query, response
 from receiver.move import move, move_identifier
 from receiver.qr_scp import Archive
 from receiver.scp import Receiver, start_receiver
@@ -155,6 +155,8 @@ def test_findscu_study_root_matching_rules(qr_scp) -> None:
     assert len(findscu(scp, "-S", "QueryRetrieveLevel=STUDY", "PatientID=anon-*")) == 0
     assert len(findscu(scp, "-S", "QueryRetrieveLevel=STUDY", "PatientName=anon-*")) == 3
     assert len(findscu(scp, "-S", "QueryRetrieveLevel=STUDY", "ModalitiesInStudy=MR")) == 1
+    assert len(findscu(scp, "-S", "QueryRetrieveLevel=STUDY", "ModalitiesInStudy=C*")) == 2
+    assert len(findscu(scp, "-S", "QueryRetrieveLevel=STUDY", "ModalitiesInStudy=?R")) == 1
     two = "\\".join(s[STUDY_UID] for s in january)
     assert len(findscu(scp, "-S", "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={two}")) == 3
     # keys we keep nothing for come back, empty; the original identifiers are nowhere
@@ -184,6 +186,37 @@ def test_movescu_to_a_configured_node_and_unknown_destination(qr_scp) -> None:
     identifier = move_identifier("study", "STUDY", {"StudyInstanceUID": study_uid})
     outcome = move(peer, "study", identifier, "NOWHERE")
     assert outcome.status == 0xA801
+
+
+def test_retrieves_must_name_what_they_want(qr_scp, tmp_path: Path) -> None:
+    scp = qr_scp["scp"]
+    out = tmp_path / "everything"
+    out.mkdir()
+    keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=*"]
+    dcmtk("getscu", "-S", "-aec", "DICOMFLOW", "-od", str(out), *keys, "127.0.0.1", str(scp.port))
+    assert list(out.iterdir()) == []  # no StudyInstanceUID: nothing, not the whole archive
+    patient_level = dcmtk(
+        "findscu",
+        "-S",
+        "-aec",
+        "DICOMFLOW",
+        "-k",
+        "QueryRetrieveLevel=PATIENT",
+        "-k",
+        "PatientID",
+        "127.0.0.1",
+        str(scp.port),
+    )
+    assert "Find Response: 1 (Pending)" not in patient_level.stdout + patient_level.stderr
+    peer = Peer(
+        "us",
+        RemoteNode(ae_title="DICOMFLOW", host="127.0.0.1", port=scp.port),
+        "MOVER",
+        ScuSettings(),
+    )
+    study_uid = qr_scp["studies"][0][0]
+    identifier = move_identifier("study", "STUDY", {"StudyInstanceUID": study_uid})
+    assert move(peer, "study", identifier, "DICOMFLOW").status == 0xA801  # not to ourselves
 
 
 def test_getscu_retrieves_on_its_own_association(qr_scp, tmp_path: Path) -> None:
@@ -270,3 +303,21 @@ def test_matching_rules_become_safe_sql() -> None:
 def test_bad_identifiers_are_refused(bad: Dataset) -> None:
     with pytest.raises(MatchError):
         build_query(bad)
+
+
+def test_bulk_return_keys_are_left_out_of_answers() -> None:
+    asked = identifier("SERIES", SeriesInstanceUID="")
+    asked.PixelData = b""
+    query = build_query(asked)
+    answer = response(query, ["SeriesInstanceUID"], ["2.25.1"])
+    assert answer.SeriesInstanceUID == "2.25.1" and "PixelData" not in answer
+
+
+def test_retrieve_identifiers_need_their_unique_key() -> None:
+    with pytest.raises(MatchError, match="needs StudyInstanceUID"):
+        build_query(identifier("STUDY", PatientID="ANON-1"), with_paths=True)
+    with pytest.raises(MatchError, match="without wildcards"):
+        build_query(identifier("SERIES", SeriesInstanceUID="2.25.*"), with_paths=True)
+    with pytest.raises(MatchError, match="Study Root"):
+        build_query(identifier("PATIENT", PatientID="x"), study_root=True)
+    assert build_query(identifier("STUDY", StudyInstanceUID="2.25.1"), with_paths=True).params

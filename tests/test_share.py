@@ -88,6 +88,23 @@ def test_refusals_are_retried_once_then_listed(archive, settings, tmp_path, caps
         (["send", "X@127.0.0.1:9", "--study", "1.2.3"], "no archived instances for study 1.2.3"),
         (["send", "X@127.0.0.1:9", "--sql", "SELECT 1 AS x"], "must return an archive_path"),
         (["export", "--sql", "SELEKT", "--out", "x"], "SQL error"),
+        (
+            ["export", "--sql", "SELECT '/etc/hostname' AS archive_path", "--out", "x"],
+            "not in the archive",
+        ),
+        (
+            ["send", "X@127.0.0.1:9", "--sql", "COPY (SELECT 1) TO '/tmp/dicomflow-pwn.csv'"],
+            "disabled by configuration",
+        ),
+        (
+            [
+                "send",
+                "X@127.0.0.1:9",
+                "--sql",
+                "SELECT content AS archive_path FROM read_text('/etc/hostname')",
+            ],
+            "disabled by configuration",
+        ),
     ],
 )
 def test_bad_selections_get_one_line(archive, args, message, capsys) -> None:
@@ -157,3 +174,14 @@ def test_send_flow_publishes_its_outcome(archive, tmp_path, loopback_shim) -> No
         )
     table = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
     assert {"outcome": "sent", "instances": 4} in table
+
+
+def test_export_to_a_relative_folder_and_implied_zip(archive, tmp_path, monkeypatch) -> None:
+    ct_study = next(s for s, sops in archive.items() if len(sops) == 4)
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--study", ct_study, "--out", "cohort"]) == 0
+    assert (tmp_path / "cohort" / "DICOMDIR").is_file()
+    assert (tmp_path / "cohort" / "manifest.parquet").is_file()
+    assert main(["export", "--study", ct_study, "--out", "cohort.zip"]) == 0
+    assert zipfile.is_zipfile(tmp_path / "cohort.zip")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

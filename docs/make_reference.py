@@ -29,7 +29,8 @@ CONFIG_INTRO = """# Configuration
 Settings come from, highest priority first: `DICOMFLOW_*` environment variables, the TOML
 file given by `--config` or `DICOMFLOW_CONFIG`, then these defaults. The command line's
 `--data-dir` sets `DICOMFLOW_DATA_DIR`; `receive` and `serve` also take `--host`, `--port`
-and `--ae-title`. An unknown key or a bad value stops with one line naming it.
+and `--ae-title`. An unknown key, a `DICOMFLOW_` variable that names no setting, or a bad value
+stops with one line naming it.
 
 ```toml
 data_dir = "/var/lib/dicomflow"

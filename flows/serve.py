@@ -93,7 +93,16 @@ def serve(settings: Settings, receiver_settings: ReceiverSettings) -> None:
     from functools import partial
 
     from flows.logs import configure_logging
+    from receiver.access import AccessError, access_policy
     from receiver.pool import start_pool
+    from receiver.tls import TlsError, server_context
+
+    try:  # refuse a receiver that cannot start before starting Prefect for it
+        access_policy(receiver_settings)
+        if receiver_settings.tls is not None:
+            server_context(receiver_settings.tls)
+    except (AccessError, TlsError) as exc:
+        raise ServeError(str(exc)) from None
 
     # Until the runner takes over the signals, SIGTERM unwinds like Ctrl-C, so the
     # Prefect server started below is always stopped.

@@ -8,10 +8,13 @@ Precedence, highest first: environment variables (``DICOMFLOW_DATA_DIR``,
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import secrets
 import tomllib
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -412,11 +415,51 @@ def _describe(error: ValidationError) -> str:
     return f"{name}: {first['msg']}{suffix}"
 
 
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (directly or optionally), else None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def environment_names(model: type[BaseModel], prefix: str = "DICOMFLOW_") -> set[str]:
+    """Every DICOMFLOW_ variable the settings read; a table of tables (nodes) as a prefix."""
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name.upper()}"
+        names.add(key)
+        nested = _model_of(field.annotation)
+        if typing.get_origin(field.annotation) is dict:
+            names.add(key + "__*")  # named tables: DICOMFLOW_NODES__<NAME>__HOST
+        elif nested is not None:
+            names |= environment_names(nested, key + "__")
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """DICOMFLOW_ variables no setting reads: a typo would otherwise be ignored silently."""
+    known = environment_names(Settings) | {CONFIG_ENV}
+    prefixes = tuple(name[:-1] for name in known if name.endswith("*"))
+    return sorted(
+        name
+        for name in environ
+        if name.startswith("DICOMFLOW_") and name not in known and not name.startswith(prefixes)
+    )
+
+
 def load_settings(config_file: Path | str | None = None) -> Settings:
     """Read the TOML config (argument, else ``DICOMFLOW_CONFIG``) and the environment.
 
-    Raises SettingsError with one line naming the bad setting.
+    Raises SettingsError with one line naming the bad setting, or a DICOMFLOW_
+    variable that names no setting.
     """
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        known = sorted(environment_names(Settings))
+        hint = difflib.get_close_matches(unknown[0], known, n=1)
+        maybe = f" (did you mean {hint[0]}?)" if hint else ""
+        raise SettingsError(f"unknown setting variable {unknown[0]}{maybe}")
     path_text = config_file or os.environ.get(CONFIG_ENV)
     values: dict[str, Any] = {}
     source = ""

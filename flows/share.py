@@ -55,6 +55,7 @@ def report_lines(report: SendReport, limit: int = 20) -> list[str]:
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from receiver.scu import ScuError
     from receiver.send import send
 
     peer = _peer(settings, args)
@@ -66,7 +67,12 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
         def advance(_: Sent) -> None:
             bar.advance(task)
 
-        report = send(peer, [s.path for s in selected], batch_size=args.batch_size, on_sent=advance)
+        try:
+            report = send(
+                peer, [s.path for s in selected], batch_size=args.batch_size, on_sent=advance
+            )
+        except ScuError as exc:
+            raise RemoteError(str(exc)) from None
     print("\n".join(report_lines(report)))
     if report.failed:
         raise RemoteError(f"{len(report.failed)} instance(s) not sent (tried twice)")

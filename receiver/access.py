@@ -10,6 +10,7 @@ get A-ASSOCIATE-RJ, rejected-permanent, "calling AE title not recognized" (PS3.8
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from dataclasses import dataclass
 from typing import cast
@@ -19,6 +20,8 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from receiver.audit import audit
 from receiver.settings import AllowedCaller, ReceiverSettings
+
+LOGGER = logging.getLogger("dicomflow.receiver")
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -121,6 +124,7 @@ def handle_requested(event: Event, policy: AccessPolicy) -> None:
     if why is None:
         return
     assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
+    LOGGER.warning("association rejected: %s", why)
     audit(
         "association-rejected",
         calling_ae=calling.strip(),

@@ -43,6 +43,15 @@ def _kib(size: int) -> str:
     return "unlimited" if size == 0 else f"{size} bytes ({size // 1024} KiB)"
 
 
+def _access(receiver: ReceiverSettings) -> str:
+    if receiver.allowed_callers:
+        names = ", ".join(sorted({c.ae_title for c in receiver.allowed_callers}))
+        return f"only the calling AE titles {names} are accepted"
+    if receiver.allow_any_caller:
+        return f"any caller reaching {receiver.host} is accepted (allow_any_caller)"
+    return f"bound to {receiver.host}; any local caller is accepted"
+
+
 def conformance(receiver: ReceiverSettings, scu: ScuSettings) -> str:
     """The statement for these settings, as Markdown."""
     ae = build_ae(receiver, serve_archive=receiver.query_retrieve)
@@ -152,6 +161,14 @@ def conformance(receiver: ReceiverSettings, scu: ScuSettings) -> str:
         "",
         "## 6 Security",
         "",
+        f"- In this configuration: {_access(receiver)}; "
+        + (
+            "DICOM TLS on"
+            + (", client certificates required" if receiver.tls.require_client_cert else "")
+            if receiver.tls
+            else "plain TCP (no TLS)"
+        )
+        + ".",
         "- Bound to loopback by default. Off loopback, only the calling AE titles listed in "
         "`receiver.allowed_callers` (optionally per host or network) are accepted; others are "
         "rejected (rejected-permanent, calling AE title not recognized).",

@@ -407,14 +407,15 @@ def handle_association(event: Event) -> None:
     """One log line per association event; accepted, rejected and aborted ones audited."""
     calling_ae, peer = _peer(event)
     what = event.event.name.removeprefix("EVT_").lower()
-    LOGGER.info("association %s: %s (%s)", what, calling_ae, peer)
-    if what == "released":
-        return
     called_ae = cast(A_ASSOCIATE, event.assoc.requestor.primitive).called_ae_title
     reason = None
     if what == "rejected":
         answer = cast(A_ASSOCIATE | None, event.assoc.acceptor.primitive)
         reason = answer.reason_str if answer is not None and answer.result else None
+    log = LOGGER.warning if what == "rejected" else LOGGER.info
+    log("association %s: %s (%s)%s", what, calling_ae, peer, f": {reason}" if reason else "")
+    if what == "released":
+        return
     audit(
         f"association-{what}",
         calling_ae=calling_ae,

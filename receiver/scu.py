@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
+from pydantic import ValidationError
 from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -144,13 +145,18 @@ def _associated(
     handlers: list[Any] = [(evt.EVT_CONN_OPEN, lambda _: opened.append(True))]
     node = peer.node
     context = tls_context(peer)
-    assoc = ae.associate(
-        node.host,
-        node.port,
-        ae_title=node.ae_title,
-        evt_handlers=handlers,
-        tls_args=(context, node.host) if context else None,
-    )
+    try:
+        assoc = ae.associate(
+            node.host,
+            node.port,
+            ae_title=node.ae_title,
+            evt_handlers=handlers,
+            tls_args=(context, node.host) if context else None,
+        )
+    except socket.gaierror:
+        raise NodeUnreachable(
+            f"cannot connect to {peer.describe()}: unknown host {node.host!r}"
+        ) from None
     if assoc.is_rejected:
         raise _rejection(assoc, peer)
     if not assoc.is_established:
@@ -217,10 +223,15 @@ def peer_for(name: str, nodes: dict[str, RemoteNode], calling_ae: str, scu: ScuS
     if "@" in name and ":" in name.rpartition("@")[2]:
         ae_title, _, address = name.rpartition("@")
         host, _, port = address.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")  # [::1]:104
         try:
             node = RemoteNode(ae_title=ae_title, host=host, port=int(port))
-        except ValueError as exc:
-            raise ScuError(f"{name}: not a node: {exc}") from None
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"])
+            raise ScuError(f"{name}: not a node: {field}: {error['msg']}") from None
+        except ValueError:
+            raise ScuError(f"{name}: not a node: port {port!r} is not a number") from None
         return Peer(name, node, calling_ae, scu)
     known = ", ".join(sorted(nodes)) or "none configured"
     raise ScuError(

@@ -19,7 +19,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
-from receiver.scu import Peer, ScuError, associate
+from receiver.scu import Peer, ScuError, associate, echo
 
 MAX_CONTEXTS = 128
 """Presentation contexts one association may propose (PS3.8 9.3.2.2)."""
@@ -132,7 +132,8 @@ def _store(assoc: Association, path: Path) -> Sent:
             ds.decompress()
         reply = assoc.send_c_store(ds)
     except Exception as exc:  # one file's problem must not stop the batch
-        return Sent(path, None, f"not sent: {type(exc).__name__}: {exc}")
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return Sent(path, None, f"not sent: {type(exc).__name__}: {first_line}")
     if "Status" not in reply:
         return Sent(path, None, "no response (association lost)")
     return Sent(path, int(reply.Status))
@@ -163,7 +164,13 @@ def send(
     batch_size: int = 500,
     on_sent: Callable[[Sent], None] = lambda _: None,
 ) -> SendReport:
-    """Send every file; failed ones get a second try on a new association."""
+    """Send every file; failed ones get a second try on a new association.
+
+    A node that does not answer a C-ECHO at the start raises ScuError at once, rather
+    than failing every file twice.
+    """
+    if peer.scu.echo_first and paths:
+        echo(peer)
     headers: list[Header] = []
     report = SendReport()
     for path in paths:

@@ -52,8 +52,8 @@ class AllowedCaller(BaseModel):
     @classmethod
     def _from_string(cls, value: object) -> object:
         if isinstance(value, str):
-            ae_title, _, host = value.partition("@")
-            return {"ae_title": ae_title, "host": host or None}
+            ae_title, at, host = value.partition("@")
+            return {"ae_title": ae_title, "host": host if at else None}  # "CT1@" is an error
         return value
 
     @field_validator("host")

@@ -17,16 +17,52 @@ class TlsError(Exception):
     """A certificate, key or CA file cannot be used; the message says which and why."""
 
 
+class _EncryptedKey(Exception):
+    """OpenSSL asked for a passphrase: the key file is encrypted."""
+
+
+def _no_passphrase() -> str:
+    """Never prompt on a terminal for a key's passphrase (a service has no one to ask)."""
+    raise _EncryptedKey
+
+
+def _readable(path: Path, what: str) -> None:
+    if not str(path) or str(path) == ".":
+        raise TlsError(f"TLS {what}: no file given")
+    if path.is_dir():
+        raise TlsError(f"TLS {what} {path}: is a folder, not a file")
+    if path.exists() and not path.is_file():
+        raise TlsError(f"TLS {what} {path}: not a regular file")
+
+
 def _load(what: str, path: Path, load: Callable[[], object]) -> None:
     try:
         load()
+    except _EncryptedKey:
+        raise TlsError(
+            f"TLS {what} {path}: the private key is encrypted; give an unencrypted key file"
+        ) from None
     except FileNotFoundError:
         raise TlsError(f"TLS {what} {path}: no such file") from None
     except PermissionError:
         raise TlsError(f"TLS {what} {path}: permission denied") from None
     except (ssl.SSLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        if "PEM lib" in str(reason) or "PEM lib" in str(exc):
+            reason = "not a PEM private key, or not the key of that certificate"
         raise TlsError(f"TLS {what} {path}: cannot be loaded ({reason})") from None
+
+
+def _load_identity(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """Our certificate and key, each checked on its own first so errors name the right one."""
+    _readable(cert, "certificate")
+    _readable(key, "private key")
+    _load("certificate", cert, lambda: ssl.PEM_cert_to_DER_cert(cert.read_text()))
+    _load(
+        "certificate or private key",
+        key,
+        lambda: context.load_cert_chain(cert, key, password=_no_passphrase),
+    )
 
 
 def _base(purpose: ssl.Purpose) -> ssl.SSLContext:
@@ -38,10 +74,10 @@ def _base(purpose: ssl.Purpose) -> ssl.SSLContext:
 def server_context(settings: TlsSettings) -> ssl.SSLContext:
     """The receiver's context: our certificate, and client certificates checked if asked."""
     context = _base(ssl.Purpose.CLIENT_AUTH)
-    cert, key = settings.cert_file, settings.key_file
-    _load("certificate or key", cert, lambda: context.load_cert_chain(cert, key))
+    _load_identity(context, settings.cert_file, settings.key_file)
     if settings.ca_file is not None:
         ca = settings.ca_file
+        _readable(ca, "CA file")
         _load("CA file", ca, lambda: context.load_verify_locations(cafile=ca))
         context.verify_mode = (
             ssl.CERT_REQUIRED if settings.require_client_cert else ssl.CERT_OPTIONAL
@@ -57,8 +93,8 @@ def client_context(settings: NodeTls) -> ssl.SSLContext:
     context.check_hostname = settings.check_hostname
     if settings.ca_file is not None:
         ca = settings.ca_file
+        _readable(ca, "CA file")
         _load("CA file", ca, lambda: context.load_verify_locations(cafile=ca))
     if settings.cert_file is not None and settings.key_file is not None:
-        cert, key = settings.cert_file, settings.key_file
-        _load("certificate or key", cert, lambda: context.load_cert_chain(cert, key))
+        _load_identity(context, settings.cert_file, settings.key_file)
     return context

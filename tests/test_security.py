@@ -122,6 +122,7 @@ def test_receiver_refuses_to_start_open_to_the_network(settings: Settings) -> No
     ("fields", "message"),
     [
         ({"allowed_callers": ["CT1@10.0.0.0/33"]}, "invalid network"),
+        ({"allowed_callers": ["CT1@"]}, "invalid host"),
         ({"allowed_callers": ["CT 1 TOO LONG AE TITLE"]}, "invalid AE title"),
         ({"allowed_callers": ["CT1"], "allow_any_caller": True}, "contradict"),
         ({"tls": {"cert_file": "c", "key_file": "k", "require_client_cert": True}}, "ca_file"),

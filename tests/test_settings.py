@@ -96,3 +96,16 @@ def test_empty_key_file_is_an_error_not_an_empty_key(monkeypatch, tmp_path: Path
     key.write_text("")
     with pytest.raises(SettingsError, match="is empty"):
         load_settings().salt()
+
+
+def test_a_misspelled_variable_is_named_not_ignored(monkeypatch, tmp_path) -> None:
+    from flows.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("DICOMFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DICOMFLOW_NODES__PACS__HOST", "pacs.example")
+    monkeypatch.setenv("DICOMFLOW_NODES__PACS__AE_TITLE", "PACS")
+    monkeypatch.setenv("DICOMFLOW_NODES__PACS__PORT", "104")
+    assert load_settings().nodes["pacs"].port == 104
+    monkeypatch.setenv("DICOMFLOW_RECEIVER_HOST", "0.0.0.0")
+    with pytest.raises(SettingsError, match="did you mean DICOMFLOW_RECEIVER__HOST"):
+        load_settings()

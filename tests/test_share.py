@@ -85,6 +85,16 @@ def test_refusals_are_retried_once_then_listed(archive, settings, tmp_path, caps
     ("args", "message"),
     [
         (["send", "nowhere", "--study", "1.2.3"], "unknown node 'nowhere'"),
+        (["send", "X@127.0.0.1:99999", "--study", "1.2.3"], "not a node: port"),
+        (["send", "WAYTOOLONGAETITLE123@127.0.0.1:104", "--study", "1.2.3"], "not a node"),
+        (
+            ["send", "X@no-such-host.invalid:104", "--sql", "SELECT archive_path FROM instances"],
+            "unknown host 'no-such-host.invalid'",
+        ),
+        (
+            ["send", "X@127.0.0.1:9", "--sql", "SELECT archive_path FROM instances"],
+            "connection refused",
+        ),
         (["send", "X@127.0.0.1:9", "--study", "1.2.3"], "no archived instances for study 1.2.3"),
         (["send", "X@127.0.0.1:9", "--sql", "SELECT 1 AS x"], "must return an archive_path"),
         (["export", "--sql", "SELEKT", "--out", "x"], "SQL error"),

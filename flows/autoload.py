@@ -143,9 +143,10 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
             _run_batches(settings, ctx, summary)
     summary.seconds = round(time.perf_counter() - started, 3)
     logger.info(
-        "landed %d, archived %d, duplicates %d, quarantined %d in %.1f s",
+        "landed %d, archived %d new, %d new versions, duplicates %d, quarantined %d in %.1f s",
         summary.landed,
         summary.archived,
+        summary.versions,
         summary.duplicates,
         sum(summary.quarantined.values()),
         summary.seconds,

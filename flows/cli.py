@@ -151,7 +151,9 @@ def cmd_catalog_compact(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {partition}: {parts} parts -> 1")
     print(
         f"merged {result.merged} parts into {result.written}, deleted {result.deleted} "
-        f"old files in {result.seconds:.1f} s"
+        f"old files in {result.seconds:.1f} s (merged-away parts stay for "
+        f"catalog.keep_replaced_seconds = {settings.catalog.keep_replaced_seconds:g} s, "
+        "for readers still using them)"
     )
     return 0
 
@@ -166,7 +168,10 @@ def cmd_catalog_export(settings: Settings, args: argparse.Namespace) -> int:
     except (ExportError, OSError) as exc:
         raise CommandError(str(exc)) from None
     shown = ", ".join(f"{table} {rows}" for table, rows in counts.items())
-    print(f"wrote {out} ({shown}); open it with: duckdb {shlex.quote(str(out))}")
+    print(
+        f"wrote {out} ({shown}); open it with the DuckDB CLI (duckdb {shlex.quote(str(out))}) "
+        f"or in Python: duckdb.connect({str(out)!r}, read_only=True)"
+    )
     return 0
 
 
@@ -380,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ae-title", help="our AE title (default DICOMFLOW)")
 
     receive = sub.add_parser(
-        "receive", parents=[common], help="run the DICOM receiver (C-ECHO, C-STORE SCP)"
+        "receive",
+        parents=[common],
+        help="run the DICOM receiver (C-ECHO, C-STORE; C-FIND, C-MOVE, C-GET of the archive)",
     )
     network_options(receive)
     receive.set_defaults(func=cmd_receive)
@@ -508,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `dicomflow policy | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if args.debug:
             raise

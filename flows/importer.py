@@ -46,7 +46,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
         summary = autoload()
         print(
-            f"autoload: archived {summary.archived}, duplicates {summary.duplicates}, "
+            f"autoload: archived {summary.archived}, new versions {summary.versions}, "
+            f"duplicates {summary.duplicates}, "
             f"quarantined {sum(summary.quarantined.values())}"
         )
     return 1 if report.failed else 0

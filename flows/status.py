@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -61,20 +62,41 @@ def quarantine_state(settings: Settings) -> dict[str, Any]:
     return {"files": len(found), "by_reason": dict(Counter(e.reason for e in found))}
 
 
-def last_autoload() -> dict[str, Any]:
-    """The newest autoload flow run on the Prefect API in use, if one is configured."""
+def _api_url(settings: Settings) -> str | None:
+    """The Prefect API in use: PREFECT_API_URL, else the one `serve` starts, if it is up."""
     from prefect.settings import PREFECT_API_URL
 
-    if not PREFECT_API_URL.value():
-        return {"state": "unknown", "why": "PREFECT_API_URL is not set (no Prefect server)"}
+    configured = PREFECT_API_URL.value()
+    if configured:
+        return str(configured)
+    local = f"http://127.0.0.1:{settings.autoload.prefect_port}/api"
+    try:
+        with urllib.request.urlopen(f"{local}/health", timeout=1) as answer:
+            return local if answer.status == 200 else None
+    except OSError:
+        return None
+
+
+def last_autoload(settings: Settings) -> dict[str, Any]:
+    """The newest autoload run that started (not merely scheduled) on the Prefect API."""
+    url = _api_url(settings)
+    if url is None:
+        return {"state": "unknown", "why": "no Prefect server (PREFECT_API_URL unset, none local)"}
     try:
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+        from prefect.client.schemas.filters import (
+            FlowFilter,
+            FlowFilterName,
+            FlowRunFilter,
+            FlowRunFilterStartTime,
+        )
         from prefect.client.schemas.sorting import FlowRunSort
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with get_client(sync_client=True) as client:
+        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=["autoload"])),
+                flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
                 sort=FlowRunSort.START_TIME_DESC,
                 limit=1,
             )
@@ -112,7 +134,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "receiver": receiver_state(settings),
         "landing": landing_state(settings),
         "quarantine": quarantine_state(settings),
-        "last_autoload": last_autoload(),
+        "last_autoload": last_autoload(settings),
         "catalog": catalog_state(settings),
     }
 

@@ -79,7 +79,11 @@ def _fileset(dicomdir: Path) -> Iterator[Candidate]:
 
 def _zip(path: Path) -> Iterator[Candidate]:
     with zipfile.ZipFile(path) as archive:
-        names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        names = [
+            info.filename
+            for info in archive.infolist()
+            if not info.is_dir() and Path(info.filename).name.upper() != "DICOMDIR"
+        ]  # a zipped File-set's DICOMDIR indexes files that are imported anyway
     for name in names:
 
         def read(name: str = name) -> bytes:
@@ -130,7 +134,7 @@ def import_into(
             report.failed.append((candidate.where, f"unreadable: {exc}"))
             on_file(candidate.where, "failed")
             continue
-        if not is_dicom(data):
+        if not is_dicom(data) or MEDIA_STORAGE_DIRECTORY.encode() in data[:512]:
             report.skipped += 1
             on_file(candidate.where, "skipped")
             continue

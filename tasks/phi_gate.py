@@ -15,6 +15,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from tasks import decode
+from tasks.pseudonyms import PSEUDONYM_PREFIX
 from tasks.replacements import DUMMY, fold
 
 PERSON_NAME_KEYWORDS = tuple(
@@ -78,8 +79,11 @@ _NOT_DIGIT = re.compile(r"\D+")
 _DIGITS = re.compile(r"\d+")
 
 
-OURS = frozenset(fold(str(value)) for value in DUMMY.values())
-"""Values we write ourselves ('ANONYMIZED'): a patient already called that is no leak."""
+OURS = frozenset(fold(str(value)) for value in DUMMY.values()) | {
+    fold(PSEUDONYM_PREFIX.strip("-"))
+}
+"""Values we write ourselves ('ANONYMIZED', the 'ANON' of a pseudonym): a patient already
+called that (data we anonymized before, sent again) is no leak."""
 
 
 class PhiFound(Exception):

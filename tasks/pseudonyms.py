@@ -21,6 +21,9 @@ STANDARD_UID_ROOT = "1.2.840.10008."
 MAX_DATE_SHIFT_DAYS = 3650
 """Dates move back by 1 to this many days, one offset per patient."""
 
+PSEUDONYM_PREFIX = "ANON-"
+"""Every patient pseudonym starts so; data anonymized by us before carries it too."""
+
 
 @dataclass(frozen=True)
 class Pseudonymizer:
@@ -41,7 +44,7 @@ class Pseudonymizer:
     def patient_id(self, original: str) -> str:
         """A patient pseudonym such as ``ANON-7Q2K4M9XB3D5F6H1``, safe as a folder name."""
         digest = self._digest("patient", original.strip())
-        return "ANON-" + base64.b32encode(digest[:10]).decode().rstrip("=")
+        return PSEUDONYM_PREFIX + base64.b32encode(digest[:10]).decode().rstrip("=")
 
     def text(self, original: str, length: int) -> str:
         """A keyed stand-in for a text value, at most `length` characters (for ``hash``)."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
 
-from pydicom import dcmread
-from pydicom.dataset import FileDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels.utils import get_expected_length
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.uid import AllTransferSyntaxes, MediaStorageDirectoryStorage
+
+from receiver.dicomfile import Bulk, Unreadable, read_file
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 """Without these an instance has no place in the Patient/Study/Series/Instance hierarchy."""
@@ -18,6 +18,17 @@ INSTANCE_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 
 MIN_ELEMENTS = 4
 """Fewer top-level elements than this is not an instance, whatever pydicom made of it."""
+
+MAX_DEPTH = 64
+"""Sequences nested deeper than this are refused. Real instances nest a handful deep
+(structured reports a few dozen at most); hundreds of levels only exhaust the stack,
+and pydicom's writer takes minutes to report the failure."""
+
+STREAM_THRESHOLD = 32 * 2**20
+"""Files this large are read without their pixel data, which is later copied in chunks."""
+
+DIRECTORY_RECORDS = 0x00041220
+"""Directory Record Sequence: the body of a DICOMDIR."""
 
 
 class Rejected(Exception):
@@ -29,66 +40,82 @@ class Rejected(Exception):
         self.detail = detail
 
 
-class _ShortReadWatch:
-    """A file wrapper noting reads that got fewer bytes than asked for.
+@dataclass(frozen=True)
+class Landed:
+    """A parsed landed file. With `bulk`, the pixel data stayed in the file at `path`."""
 
-    pydicom returns a short value without complaint when a file ends inside it;
-    a partial read is how truncation shows.
-    """
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self._fh = fh
-        self.short_read = False
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._fh.read(size)
-        if size > 0 and 0 < len(data) < size:
-            self.short_read = True
-        return data
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fh, name)
-
-
-def _pixel_data_short(ds: FileDataset) -> bool:
-    """Native (uncompressed) Pixel Data shorter than its image size says it must be."""
-    try:
-        if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
-            return False
-        return len(ds.PixelData) < get_expected_length(ds)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return False  # incomplete image description: the file may still be archived
+    ds: FileDataset
+    path: Path
+    bulk: Bulk | None = None
 
 
 def read_instance(path: Path) -> FileDataset:
-    """Parse `path` completely, or raise `Rejected` saying why not.
+    """Parse `path` completely, pixel data included, or raise `Rejected` saying why not."""
+    return read_landed(path, streaming=False).ds
 
-    A parse that stops before the end of the file, or values cut short by the end
-    of the file, are rejections too: pydicom quietly returns what it read so far.
+
+def read_landed(path: Path, *, streaming: bool = True) -> Landed:
+    """Parse `path`, or raise `Rejected` saying why not.
+
+    With `streaming`, files of `STREAM_THRESHOLD` bytes or more are parsed without
+    their pixel data: `Landed.bulk` says where it lies, checked to fit in the file,
+    for `tasks.archive.encode_streamed` to copy. Whatever lengths a file claims,
+    reading it takes no more memory than its size (`receiver.dicomfile.read_file`).
     """
-    size = path.stat().st_size
-    if size == 0:
-        raise Rejected("empty-file", "zero-byte file")
-    with path.open("rb") as raw:
-        fh = _ShortReadWatch(raw)
-        try:
-            ds = dcmread(fh)
-        except InvalidDicomError as exc:
-            raise Rejected("not-dicom", str(exc)) from None
-        except Exception as exc:  # pydicom raises many types on damaged input
-            raise Rejected("unreadable", f"{type(exc).__name__}: {exc}") from None
-        consumed = raw.tell()
-    if consumed < size:
-        raise Rejected("truncated", f"parsing stopped at byte {consumed} of {size}")
-    if fh.short_read or _pixel_data_short(ds):
-        raise Rejected("truncated", f"the file ends inside a value ({size} bytes)")
+    try:
+        stream = streaming and path.stat().st_size >= STREAM_THRESHOLD
+        ds, bulk = read_file(path, stream=stream)
+    except Unreadable as exc:
+        raise Rejected(exc.reason, exc.detail) from None
+    check_instance(ds)
+    return Landed(ds, path, bulk)
+
+
+def check_instance(ds: FileDataset) -> None:
+    """What makes a parsed file an instance we can archive; raises `Rejected`."""
+    if _is_dicomdir(ds):
+        raise Rejected("dicomdir", "a media directory (DICOMDIR), not an instance")
     if len(ds) < MIN_ELEMENTS:
         raise Rejected("empty-dataset", f"only {len(ds)} element(s) in the dataset")
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if not syntax:
+        raise Rejected("no-transfer-syntax", "the file meta does not say how it is encoded")
+    if syntax not in AllTransferSyntaxes:
+        raise Rejected("unknown-transfer-syntax", f"transfer syntax {str(syntax)[:64]} is unknown")
+    check_depth(ds)
     missing = [kw for kw in REQUIRED_UIDS if not str(ds.get(kw, "") or "").strip("\x00 ")]
     if missing:
         raise Rejected("missing-uid", f"no {', '.join(missing)}")
     check_identifying_uids(ds)
-    return ds
+
+
+def _is_dicomdir(ds: FileDataset) -> bool:
+    meta_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "").strip("\x00 ")
+    return meta_class == MediaStorageDirectoryStorage or DIRECTORY_RECORDS in ds
+
+
+def check_depth(ds: Dataset, limit: int = MAX_DEPTH) -> None:
+    """Refuse sequences nested more than `limit` deep, walking without recursion.
+
+    Reading each element parses it (pydicom defers that), so damage anywhere in
+    the dataset shows here as `unreadable`.
+    """
+    stack = [(ds, 0)]
+    try:
+        while stack:
+            current, depth = stack.pop()
+            for elem in current:
+                if elem.VR != "SQ":
+                    continue
+                if depth + 1 > limit:
+                    raise Rejected("too-deep", f"sequences nested more than {limit} deep")
+                stack.extend((item, depth + 1) for item in elem.value)
+    except RecursionError:
+        raise Rejected("too-deep", "sequences nested too deep to parse") from None
+    except Rejected:
+        raise
+    except Exception as exc:
+        raise Rejected("unreadable", f"{type(exc).__name__}: {exc}") from None
 
 
 def check_identifying_uids(ds: FileDataset) -> None:

@@ -54,4 +54,4 @@ def test_missing_study_uid(tmp_path: Path) -> None:
 def test_dicomdir_is_not_an_instance(tmp_path: Path) -> None:
     path = tmp_path / "DICOMDIR.dcm"
     shutil.copy(get_testdata_file("DICOMDIR"), path)
-    assert reason_for(path) == "missing-uid"
+    assert reason_for(path) == "dicomdir"

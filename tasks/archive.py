@@ -6,14 +6,18 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 
-from receiver.durable import fsync_dir, write_atomic
+from receiver.dicomfile import CHUNK, Bulk, copy_range
+from receiver.durable import fsync_dir, write_atomic, write_atomic_with
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,63}")
 """What an archive folder or file name may be: a UID or a patient pseudonym, nothing else."""
@@ -35,11 +39,86 @@ def archive_relpath(ds: Dataset) -> Path:
 
 
 def encode(ds: Dataset) -> bytes:
-    """The dataset in DICOM file format, in the transfer syntax it arrived in."""
+    """The dataset in DICOM file format, in the transfer syntax it arrived in.
+
+    The file meta names the dataset's own SOP class and instance, whatever the
+    sender's file meta said.
+    """
     buffer = io.BytesIO()
     ds.preamble = bytes(128)  # a preamble is free space: never copy the sender's
+    for meta_keyword, keyword in (
+        ("MediaStorageSOPClassUID", "SOPClassUID"),
+        ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
+    ):
+        if keyword in ds:
+            setattr(ds.file_meta, meta_keyword, ds[keyword].value)
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """An archive copy whose pixel data is copied from the landed file, never held whole:
+    the encoded header, the pixel data element's bytes in `source`, the encoded rest."""
+
+    header: bytes
+    source: Path
+    bulk: Bulk
+    tail: bytes
+
+    def __len__(self) -> int:
+        return len(self.header) + self.bulk.size + len(self.tail)
+
+    def chunks(self) -> Iterator[bytes]:
+        yield self.header
+        with self.source.open("rb") as src:
+            yield from copy_range(src, self.bulk.start, self.bulk.end)
+        if self.tail:
+            yield self.tail
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.chunks():
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def write(self, fh: BinaryIO) -> None:
+        for chunk in self.chunks():
+            fh.write(chunk)
+
+
+def encode_streamed(ds: Dataset, bulk: Bulk, source: Path) -> Streamed:
+    """Like `encode`, with the pixel data left in `source` (`tasks.parse.read_landed` of a
+    large file): `ds` holds everything else; the elements after the pixel data element
+    follow it. Header and tail are encoded here, so an element that cannot be encoded
+    fails now, not halfway through writing the archive copy.
+    """
+    trailer = Dataset()
+    for tag in [tag for tag in list(ds.keys()) if tag > bulk.tag]:
+        trailer.add(ds[tag])
+        del ds[tag]
+    try:
+        header = encode(ds)
+    finally:
+        for elem in trailer:
+            ds.add(elem)
+    tail = b""
+    if len(trailer):
+        syntax = ds.file_meta.TransferSyntaxUID
+        fp = DicomBytesIO()
+        fp.is_implicit_VR, fp.is_little_endian = syntax.is_implicit_VR, syntax.is_little_endian
+        write_dataset(fp, trailer)
+        tail = fp.getvalue()
+    return Streamed(header, source, bulk, tail)
+
+
+def sha256_of(path: Path) -> str:
+    """A file's sha256, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 INDEX_DIR = ".sop-index"
@@ -107,8 +186,8 @@ def read_entry(archive_dir: Path, entry: Path) -> Entry | None:
     except FileNotFoundError:
         return None
     if not text.startswith("{"):
-        data = (archive_dir / text).read_bytes() if (archive_dir / text).is_file() else b""
-        digest = hashlib.sha256(data).hexdigest()
+        old = archive_dir / text
+        digest = sha256_of(old) if old.is_file() else hashlib.sha256(b"").hexdigest()
         return Entry(text, digest, 1, ({"version": 1, "sha256": digest, "landed": None},))
     raw = json.loads(text)
     return Entry(
@@ -116,7 +195,9 @@ def read_entry(archive_dir: Path, entry: Path) -> Entry | None:
     )
 
 
-def archive_version(archive_dir: Path, relpath: Path, data: bytes, landed: str) -> Written:
+def archive_version(
+    archive_dir: Path, relpath: Path, data: bytes | Streamed, landed: str
+) -> Written:
     """Archive `data` as the current version of its SOP instance, unless it is one already.
 
     A second object with the same SOP Instance UID is the same instance (PS3.3
@@ -125,10 +206,11 @@ def archive_version(archive_dir: Path, relpath: Path, data: bytes, landed: str) 
     archived file (at the path its own identifiers give). The file is written before
     the index entry, so a crash in between is repaired by the re-run; and the landed
     file that made each version is remembered, so a re-run after a crash gets back
-    the version that file made instead of making another.
+    the version that file made instead of making another. Streamed `data` is read
+    twice from its landed file, to hash it and to write it, and never held whole.
     """
     entry_path = index_entry(archive_dir, relpath.stem)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = data.sha256() if isinstance(data, Streamed) else hashlib.sha256(data).hexdigest()
     current = read_entry(archive_dir, entry_path)
     kind: Kind
     version: int
@@ -151,7 +233,10 @@ def archive_version(archive_dir: Path, relpath: Path, data: bytes, landed: str) 
     else:
         version, kind, versions = current.version + 1, "version", current.versions
     versions = (*versions, {"version": version, "sha256": digest, "landed": landed})
-    write_atomic(archive_dir / relpath, data)
+    if isinstance(data, Streamed):
+        write_atomic_with(archive_dir / relpath, data.write)
+    else:
+        write_atomic(archive_dir / relpath, data)
     moved = current.relpath if current and current.relpath != relpath.as_posix() else None
     write_atomic(entry_path, Entry(relpath.as_posix(), digest, version, versions, moved).encode())
     if moved:

@@ -132,17 +132,20 @@ def rows_for(ds: Dataset, file_facts: dict[str, Any], lineage: dict[str, Any]) -
     """One row per table (patients, studies, series, instances) for one archived instance.
 
     `file_facts` carries what only the archive knows (paths, size, hash, landed
-    name); `lineage` carries ``run_id`` and ``recorded_at``.
+    name, and whether pixel data follows a header read without it), and wins over
+    what `ds` says; `lineage` carries ``run_id`` and ``recorded_at``.
     """
     rows = {table: header_values(ds, table) | lineage for table in HEADER_TABLES}
     sop_class = UID(str(ds.get("SOPClassUID", "")))
     meta = getattr(ds, "file_meta", None)
     rows["instances"].update(
-        sop_class_name=sop_class.name if sop_class.keyword else None,
-        has_pixel_data=any(k in ds for k in PIXEL_KEYWORDS),
-        burned_in_suspect=burned_in.suspect(ds),
-        transfer_syntax_uid=str(meta.TransferSyntaxUID) if meta is not None else None,
-        **file_facts,
+        {
+            "sop_class_name": sop_class.name if sop_class.keyword else None,
+            "has_pixel_data": any(k in ds for k in PIXEL_KEYWORDS),
+            "burned_in_suspect": burned_in.suspect(ds),
+            "transfer_syntax_uid": str(meta.TransferSyntaxUID) if meta is not None else None,
+        }
+        | file_facts
     )
     return rows
 

@@ -29,10 +29,10 @@ from receiver.durable import remove_durably
 from receiver.landing import is_received_name
 from tasks import burned_in, phi_gate
 from tasks.anonymize import anonymize
-from tasks.archive import Kind, archive_relpath, archive_version, encode
+from tasks.archive import Kind, archive_relpath, archive_version, encode, encode_streamed
 from tasks.extract import dicom_json, received_at, rows_for, source_ae_title, text, utc_now
 from tasks.mapping import MappingRow, mapping_row, write_mapping
-from tasks.parse import Rejected, read_instance
+from tasks.parse import Rejected, read_landed
 from tasks.policy import Policy, build_policy
 from tasks.pseudonyms import Pseudonymizer
 from tasks.quarantine import quarantine
@@ -139,8 +139,13 @@ def landed_name(name: str, keys: Pseudonymizer) -> str:
 def archive_one(
     path: Path, ctx: IngestContext, policy: Policy, keys: Pseudonymizer
 ) -> ArchivedInstance:
-    """Parse, anonymize and archive one landed file; raises `Rejected` for unusable input."""
-    ds = read_instance(path)
+    """Parse, anonymize and archive one landed file; raises `Rejected` for unusable input.
+
+    A large file's pixel data is never read whole: it is copied in chunks from the
+    landed file into the archive copy.
+    """
+    landed = read_landed(path)
+    ds = landed.ds
     sender = source_ae_title(ds)  # the anonymizer removes it from the file meta
     if ctx.burned_in == "quarantine" and burned_in.declared(ds) == "YES":
         raise Rejected("burned-in", "BurnedInAnnotation is YES: the pixels may show identity")
@@ -152,12 +157,12 @@ def archive_one(
     except phi_gate.PhiFound as found:
         raise Rejected("phi-gate", str(found)) from None
     relpath = archive_relpath(ds)
-    data = encode(ds)
+    data = encode(ds) if landed.bulk is None else encode_streamed(ds, landed.bulk, path)
     try:
         written = archive_version(ctx.archive_dir, relpath, data, path.name)
     except OSError as exc:
         raise StorageUnavailable.during("archive write", exc) from exc
-    facts = {
+    facts: dict[str, Any] = {
         "archive_path": str(written.path.resolve()),
         "archive_relpath": written.relpath.as_posix(),
         "file_size": written.size,
@@ -170,6 +175,8 @@ def archive_one(
         # a duplicate has the archived copy's bytes, so `ds` describes that copy too
         "dicom_json": dicom_json(ds),
     }
+    if landed.bulk is not None:  # copied from the landed file, not in `ds`
+        facts["has_pixel_data"] = True
     rows = rows_for(ds, facts, {"run_id": ctx.run_id, "recorded_at": utc_now()})
     mapping = original.completed(ds)
     return ArchivedInstance(path, str(ds.SOPInstanceUID), rows, written.kind, mapping)

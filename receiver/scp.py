@@ -7,6 +7,7 @@ dependencies in `make_server`, and nothing is configured at import time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +26,9 @@ from typing import Any, cast
 
 from pydicom._uid_dict import UID_dictionary  # the data dictionary of UIDs
 from pydicom.uid import UID, AllTransferSyntaxes, MediaStorageDirectoryStorage
-from pynetdicom import AE, VerificationPresentationContexts, _config, evt
+from pynetdicom import AE, VerificationPresentationContexts, _config, dimse_messages, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
@@ -38,11 +42,12 @@ from pynetdicom.transport import ThreadedAssociationServer
 from receiver import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, access, qr_scp
 from receiver.access import AccessError, AccessPolicy, access_policy
 from receiver.audit import audit
-from receiver.landing import LandingZone
+from receiver.dicomfile import Unreadable, read_file
+from receiver.landing import LandingZone, PartialFile
 from receiver.move_ledger import MoveLedger
 from receiver.qr_scp import Archive, qr_contexts
 from receiver.settings import ReceiverSettings
-from receiver.space import NoRoom, ensure_room
+from receiver.space import NoRoom
 from receiver.tls import TlsError, server_context
 
 LOGGER = logging.getLogger("dicomflow.receiver")
@@ -56,7 +61,15 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 other than the one its presentation context was negotiated for."""
 
 CANNOT_UNDERSTAND = 0xC000
-"""Storage status "Error: Cannot Understand" (PS3.4 Table B.2-1): the request itself failed."""
+"""Storage status "Error: Cannot Understand" (PS3.4 Table B.2-1): the request itself failed,
+or its dataset does not parse, or does not name its SOP class and instance."""
+
+DOES_NOT_MATCH_SOP_CLASS = 0xA900
+"""Storage status "Error: Data Set Does Not Match SOP Class" (PS3.4 Table B.2-1): the dataset
+names another SOP class or instance than its C-STORE command does."""
+
+DEFER_SIZE = 256 * 1024
+"""Values larger than this are skipped, not read, when a received dataset is checked."""
 
 
 def _dictionary_only_storage_classes() -> tuple[UID, ...]:
@@ -122,6 +135,25 @@ def build_ae(settings: ReceiverSettings, serve_archive: bool = False) -> AE:
     return ae
 
 
+_INCOMING = threading.local()
+"""How the association whose reader thread this is opens a landing file, while it reads."""
+
+_PYNETDICOM_TEMPORARY_FILE = dimse_messages.NamedTemporaryFile
+
+
+def _incoming_file(*args: Any, **kwargs: Any) -> Any:
+    """Where pynetdicom writes an incoming C-STORE dataset (``STORE_RECV_CHUNKED_DATASET``).
+
+    For our associations, a temporary file in their landing zone, so the landed file
+    is only a rename away; for any other pynetdicom server in the process, what
+    pynetdicom itself would use.
+    """
+    opener: Callable[[], PartialFile] | None = getattr(_INCOMING, "open", None)
+    if opener is None:
+        return _PYNETDICOM_TEMPORARY_FILE(*args, **kwargs)
+    return opener()
+
+
 def configure_pynetdicom() -> None:
     """Set pynetdicom's process-wide switches; called once at start-up, never at import."""
     for uid in DICTIONARY_ONLY_STORAGE_CLASSES:
@@ -129,6 +161,33 @@ def configure_pynetdicom() -> None:
     # Identifiers hold patient data: keep them out of the logs.
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
+    # C-STORE datasets go to a file as they arrive, never whole into memory.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    dimse_messages.NamedTemporaryFile = _incoming_file
+
+
+def _unfinished_files(assoc: Association) -> list[PartialFile]:
+    """Landing files of C-STOREs this association received in part, or did not serve."""
+    dimse = assoc.dimse
+    found = [getattr(dimse.message, "_data_set_file", None)]
+    found += [getattr(p, "_dataset_file", None) for _, p in list(dimse.msg_queue.queue)]
+    return [f for f in found if isinstance(f, PartialFile)]
+
+
+class ReceiverDIMSE(DIMSEServiceProvider):
+    """pynetdicom's DIMSE service provider, for one of our associations: an incoming
+    dataset is written into the association's landing zone (see `_incoming_file`)."""
+
+    def __init__(self, assoc: Association, landing: LandingZone, keep_free: int = 0) -> None:
+        super().__init__(assoc)
+        self.open_partial = functools.partial(landing.open_partial, keep_free)
+
+    def receive_primitive(self, primitive: Any) -> None:
+        _INCOMING.open = self.open_partial
+        try:
+            super().receive_primitive(primitive)
+        finally:
+            _INCOMING.open = None
 
 
 class NoDelayServer(ThreadedAssociationServer):
@@ -341,26 +400,74 @@ def _receipt(
     )
 
 
-def handle_store(event: Event, ctx: StoreContext) -> int:
-    """Write the dataset as received (with its file meta) durably, then answer.
+def _uid(value: object) -> str:
+    return str(value or "").strip("\x00 ")
 
-    Success is returned only after the landed file is fsynced and renamed. A write
-    that fails answers Out of Resources, anything else Cannot Understand, so the
-    sender keeps its copy and knows why.
+
+def check_received(path: Path, request: C_STORE) -> int:
+    """Success, or why a received dataset must not be stored (logged), as a status.
+
+    As dcmtk's storescp does: the dataset must parse (up to its pixel data, which
+    must fit in what arrived) and must name the SOP class and instance its command
+    names. Values larger than `DEFER_SIZE` are not read.
+    """
+    try:
+        ds, _ = read_file(path, stream=True, defer_size=DEFER_SIZE)
+    except Unreadable as exc:
+        LOGGER.error("C-STORE refused, cannot understand the dataset: %s", exc)
+        return CANNOT_UNDERSTAND
+    sop_class, sop_instance = _uid(ds.get("SOPClassUID")), _uid(ds.get("SOPInstanceUID"))
+    if not sop_class or not sop_instance:
+        LOGGER.error("C-STORE refused: the dataset has no SOP Class or SOP Instance UID")
+        return CANNOT_UNDERSTAND
+    if sop_class != _uid(request.AffectedSOPClassUID):
+        LOGGER.error("C-STORE refused: the dataset's SOP class is not the command's")
+        return DOES_NOT_MATCH_SOP_CLASS
+    if sop_instance != _uid(request.AffectedSOPInstanceUID):
+        LOGGER.error("C-STORE refused: the dataset's SOP instance is not the command's")
+        return DOES_NOT_MATCH_SOP_CLASS
+    return Status.SUCCESS
+
+
+def _received_file(event: Event, ctx: StoreContext) -> PartialFile:
+    """The landing zone's temporary file holding the request's dataset, as received."""
+    partial = getattr(event.request, "_dataset_file", None)
+    if isinstance(partial, PartialFile):
+        return partial
+    # Received into memory (chunked receiving switched off): write it out the same way.
+    partial = ctx.landing.open_partial(ctx.min_free_bytes)
+    partial.write(event.encoded_dataset())
+    return partial
+
+
+def handle_store(event: Event, ctx: StoreContext) -> int:
+    """Check the dataset as received (with its file meta) and land it durably, then answer.
+
+    The dataset arrived straight into a temporary file in the landing zone; Success
+    is returned only after that file is checked, fsynced and renamed. A write that
+    fails, or that leaves the filesystem less than ``receiver.min_free_bytes`` free,
+    answers Out of Resources; a dataset that does not parse, or names another
+    SOP class or instance than the command, an error status (`check_received`); so
+    the sender keeps its copy and knows why. A refused dataset leaves no file.
     """
     started = time.perf_counter()
-    data = b""
+    nbytes = 0
     path: Path | None = None
     status: int = Status.SUCCESS
     request = cast(C_STORE, event.request)
+    partial: PartialFile | None = None
     try:
+        partial = _received_file(event, ctx)
         if request.AffectedSOPClassUID != event.context.abstract_syntax:
             status = SOP_CLASS_NOT_SUPPORTED
             LOGGER.error("C-STORE refused: its SOP class is not the one negotiated")
+        elif partial.error is not None:
+            raise partial.error
         else:
-            data = event.encoded_dataset()
-            ensure_room(ctx.landing.root, len(data), ctx.min_free_bytes)
-            path = ctx.landing.store(data)
+            status = check_received(partial.path, request)
+            if status == Status.SUCCESS:
+                nbytes = partial.size
+                path = ctx.landing.adopt(partial)
     except NoRoom as exc:
         status = OUT_OF_RESOURCES
         LOGGER.error("C-STORE refused: %s", exc)
@@ -370,12 +477,15 @@ def handle_store(event: Event, ctx: StoreContext) -> int:
     except Exception as exc:  # an escaped exception would become an unexplained 0xC211
         status = CANNOT_UNDERSTAND
         LOGGER.error("C-STORE refused: %s: %s", type(exc).__name__, exc)
+    finally:
+        if partial is not None and path is None:
+            partial.discard()
     ctx.counter.add(status == Status.SUCCESS)
     sop_class = str(request.AffectedSOPClassUID)
     if status == Status.SUCCESS and sop_class not in STORAGE_SOP_CLASSES:
         LOGGER.warning("stored an instance of unknown SOP class %s", sop_class)
     ms = (time.perf_counter() - started) * 1000
-    RECEIPTS.info(_receipt(event, ctx, status, len(data), path, ms))
+    RECEIPTS.info(_receipt(event, ctx, status, nbytes, path, ms))
     return status
 
 
@@ -388,14 +498,23 @@ def handle_accepted(event: Event) -> None:
         LOGGER.warning("refused from %s: %s", calling_ae, "; ".join(refused))
 
 
-def handle_connection_closed(event: Event) -> None:
-    """Free the slot of a peer that hung up before asking for an association.
+def handle_connection_open(event: Event, ctx: StoreContext) -> None:
+    """Give the new association our DIMSE provider, before its reader thread starts."""
+    event.assoc.dimse = ReceiverDIMSE(event.assoc, ctx.landing, ctx.min_free_bytes)
 
-    pynetdicom's acceptor waits for the A-ASSOCIATE-RQ until the ACSE timeout even
-    after the connection is gone, so port checks and aborted connects would hold
-    association slots for that long. An empty item wakes it as a timeout would.
+
+def handle_connection_closed(event: Event) -> None:
+    """Drop what a closed connection left half received, and free its slot.
+
+    A dataset cut off mid-transfer (or received but never answered) leaves its
+    temporary file in the landing zone: it is deleted here. pynetdicom's acceptor
+    waits for the A-ASSOCIATE-RQ until the ACSE timeout even after the connection
+    is gone, so port checks and aborted connects would hold association slots for
+    that long. An empty item wakes it as a timeout would.
     """
     assoc = event.assoc
+    for partial in _unfinished_files(assoc):
+        partial.discard()
     never_associated = not (
         assoc.is_established or assoc.is_released or assoc.is_aborted or assoc.is_rejected
     )
@@ -494,6 +613,7 @@ def make_server(
     store = StoreContext(landing, counter, AssociationIds(), ledger, settings.min_free_bytes)
     handlers: list[Any] = [
         (evt.EVT_REQUESTED, access.handle_requested, [policy]),
+        (evt.EVT_CONN_OPEN, handle_connection_open, [store]),
         (evt.EVT_C_STORE, handle_store, [store]),
         (evt.EVT_ACCEPTED, handle_accepted),
         (evt.EVT_RELEASED, handle_association),

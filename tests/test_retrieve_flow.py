@@ -3,7 +3,6 @@ receiver -> autoload -> catalog, with resumption, re-requests and the circuit br
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ import catalog
 from flows.autoload import autoload
 from flows.retrieve import retrieve
 from flows.settings import Settings
-from receiver.landing import LandingZone
+from receiver.landing import LandingZone, PartialFile
 from receiver.scp import Receiver
 from tasks.retrieval import job_id_for, load_job, read_progress
 from tests.conftest import free_port, prefect_events
@@ -136,17 +135,17 @@ def test_dcmqrscp_without_instance_counts(
 
 def flaky_store(monkeypatch: pytest.MonkeyPatch, sop_uid: str, refusals: int) -> list[int]:
     """Make the landing zone refuse `sop_uid` (Out of Resources) its first `refusals` times."""
-    original = LandingZone.store
+    original = LandingZone.adopt
     seen = [0]
 
-    def store(self: LandingZone, data: bytes | memoryview) -> Path:
-        if str(dcmread(io.BytesIO(bytes(data)), stop_before_pixels=True).SOPInstanceUID) == sop_uid:
+    def adopt(self: LandingZone, partial: PartialFile) -> Path:
+        if str(dcmread(partial.path, stop_before_pixels=True).SOPInstanceUID) == sop_uid:
             seen[0] += 1
             if seen[0] <= refusals:
                 raise OSError(28, "No space left on device")
-        return original(self, data)
+        return original(self, partial)
 
-    monkeypatch.setattr(LandingZone, "store", store)
+    monkeypatch.setattr(LandingZone, "adopt", adopt)
     return seen
 
 
@@ -274,13 +273,13 @@ def test_killed_job_resumes_with_what_is_left(
 ) -> None:
     """SIGKILL the `dicomflow retrieve` process after its first study; the re-run skips it
     and ends with every instance archived exactly once."""
-    original = LandingZone.store
+    original = LandingZone.adopt
 
-    def slow_store(self: LandingZone, data: bytes | memoryview) -> Path:
+    def slow_adopt(self: LandingZone, partial: PartialFile) -> Path:
         time.sleep(0.15)  # a slow disk, so the kill lands mid-job
-        return original(self, data)
+        return original(self, partial)
 
-    monkeypatch.setattr(LandingZone, "store", slow_store)
+    monkeypatch.setattr(LandingZone, "adopt", slow_adopt)
     config = write_config(settings.data_dir.parent / "site.toml", pacs_site)
     with config.open("a") as fh:
         fh.write("\n[nodes.orthanc1]\n")
@@ -310,7 +309,7 @@ def test_killed_job_resumes_with_what_is_left(
         proc.wait()
     assert not read_progress(settings.retrieve_dir, job_id).get("finished")
 
-    monkeypatch.setattr(LandingZone, "store", original)
+    monkeypatch.setattr(LandingZone, "adopt", original)
     summary = retrieve(node="orthanc1", job_file=str(job), config_file=str(config))
     rows = outcome_rows(summary.outcome_file)
     assert rows[0]["state"] == "skipped"

@@ -31,7 +31,9 @@ from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import Event
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
@@ -174,9 +176,50 @@ def _unfinished_files(assoc: Association) -> list[PartialFile]:
     return [f for f in found if isinstance(f, PartialFile)]
 
 
+class ReceiverDUL(DULServiceProvider):
+    """pynetdicom's upper layer provider, for one of our associations.
+
+    A PDU that decodes but whose parameters pynetdicom then refuses (an even
+    presentation context id in an A-ASSOCIATE-RQ, an unknown source in an A-ABORT)
+    raises inside pynetdicom's reader thread, which dies without a word to the peer
+    and holds the association slot until a timeout. Checked here, while decoding,
+    it counts as an invalid PDU: the peer gets an A-ABORT at once.
+    """
+
+    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
+        pdu, event = super()._decode_pdu(bytestream)
+        if not isinstance(pdu, P_DATA_TF):  # data PDUs are checked as DIMSE messages
+            pdu.to_primitive()  # raises what the state machine would, in a safe place
+        return pdu, event
+
+    def run(self) -> None:
+        """The reader thread; if pynetdicom's state machine still raises, close the socket.
+
+        (A peer's release request crossing our abort makes it raise, for one.) The
+        closed connection ends the association and frees its slot at once.
+        """
+        try:
+            super().run()
+        except Exception as exc:
+            LOGGER.error(
+                "closing the connection with %s: %s: %s",
+                printable(self.assoc.requestor.ae_title),
+                type(exc).__name__,
+                printable(str(exc))[:200],
+            )
+            if self.socket is not None:
+                self.socket.close()
+
+
 class ReceiverDIMSE(DIMSEServiceProvider):
-    """pynetdicom's DIMSE service provider, for one of our associations: an incoming
-    dataset is written into the association's landing zone (see `_incoming_file`)."""
+    """pynetdicom's DIMSE service provider, for one of our associations.
+
+    An incoming dataset is written into the association's landing zone (see
+    `_incoming_file`). A message pynetdicom cannot decode (an unknown command, a
+    command set missing its fields) raises inside pynetdicom's reader thread, which
+    then dies without a word to the peer; here it aborts the association instead
+    (an invalid PDU, PS3.8 9.2), with one log line.
+    """
 
     def __init__(self, assoc: Association, landing: LandingZone, keep_free: int = 0) -> None:
         super().__init__(assoc)
@@ -186,6 +229,19 @@ class ReceiverDIMSE(DIMSEServiceProvider):
         _INCOMING.open = self.open_partial
         try:
             super().receive_primitive(primitive)
+        except Exception as exc:
+            calling_ae = printable(self.assoc.requestor.ae_title)
+            LOGGER.error(
+                "aborting the association with %s: undecodable DIMSE message (%s: %s)",
+                calling_ae,
+                type(exc).__name__,
+                printable(str(exc))[:200],
+            )
+            partial = getattr(self.message, "_data_set_file", None)
+            if isinstance(partial, PartialFile):
+                partial.discard()
+            self.message = None
+            self.dul.event_queue.put("Evt19")  # unrecognised or invalid PDU
         finally:
             _INCOMING.open = None
 
@@ -499,8 +555,14 @@ def handle_accepted(event: Event) -> None:
 
 
 def handle_connection_open(event: Event, ctx: StoreContext) -> None:
-    """Give the new association our DIMSE provider, before its reader thread starts."""
-    event.assoc.dimse = ReceiverDIMSE(event.assoc, ctx.landing, ctx.min_free_bytes)
+    """Give the new association our DUL and DIMSE providers, before its reader thread starts.
+
+    The DUL keeps its state and timers: only its class changes, to a subclass that
+    adds no state.
+    """
+    assoc = event.assoc
+    assoc.dul.__class__ = ReceiverDUL
+    assoc.dimse = ReceiverDIMSE(assoc, ctx.landing, ctx.min_free_bytes)
 
 
 def handle_connection_closed(event: Event) -> None:

@@ -9,6 +9,7 @@ be checked, and copied, in chunks.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from collections.abc import Iterator
@@ -35,6 +36,10 @@ LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"
 
 CHUNK = 1 << 20
 """Bytes per read when copying or hashing a file."""
+
+IN_MEMORY = 4 * 2**20
+"""Files up to this size are read into memory first and parsed from there: a parser
+asks for its position thousands of times per file, each a system call on a file."""
 
 MAX_INFLATED = 256 * 2**20
 """A deflated dataset may inflate to this many bytes, no more: pydicom inflates it whole
@@ -238,7 +243,9 @@ def read_file(
     if size == 0:
         raise Unreadable("empty-file", "zero-byte file")
     bulk = None
-    with path.open("rb") as raw:
+    in_memory = size <= IN_MEMORY
+    with io.BytesIO(path.read_bytes()) if in_memory else path.open("rb") as raw:
+        defer_size = None if in_memory else defer_size
         fh = BoundedReader(raw, size)
         try:
             syntax, start = _transfer_syntax(path)

@@ -24,8 +24,9 @@ MAX_DEPTH = 64
 (structured reports a few dozen at most); hundreds of levels only exhaust the stack,
 and pydicom's writer takes minutes to report the failure."""
 
-STREAM_THRESHOLD = 32 * 2**20
-"""Files this large are read without their pixel data, which is later copied in chunks."""
+STREAM_THRESHOLD = 4 * 2**20
+"""Files this large are read without their pixel data, which is later copied in chunks.
+Read whole, a file costs about three times its size in memory until it is archived."""
 
 DIRECTORY_RECORDS = 0x00041220
 """Directory Record Sequence: the body of a DICOMDIR."""

@@ -7,13 +7,15 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from receiver.audit import audit
-from receiver.durable import fsync_dir, write_atomic
+from receiver.dicomfile import CHUNK
+from receiver.durable import fsync_dir, write_atomic, write_atomic_with
 from receiver.landing import is_received_name
 from tasks.extract import text
 
@@ -56,9 +58,9 @@ def quarantine(path: Path, folder: Path, reason: str, detail: str) -> Path:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        # another filesystem: copy durably, then drop the original
+        # another filesystem: copy durably, in chunks, then drop the original
         with path.open("rb") as src:
-            write_atomic(target, src.read())
+            write_atomic_with(target, lambda dst: shutil.copyfileobj(src, dst, CHUNK))
         path.unlink()
     else:
         fsync_dir(folder)

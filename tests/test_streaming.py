@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from flows.demo import sample_files
 from tasks.archive import encode, encode_streamed
 from tasks.ingest import IngestContext, archive_files
 from tasks.parse import Rejected, read_landed
+from tasks.quarantine import quarantine
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +88,20 @@ def test_a_repeat_found_in_the_archive_is_described_with_its_pixel_data(
     outcome = archive_files([again], ctx)
     assert outcome.duplicates == 1
     assert outcome.archived[0].rows["instances"]["has_pixel_data"] is True
+
+
+def test_quarantine_onto_another_filesystem_copies_in_chunks(tmp_path: Path) -> None:
+    """/dev/shm is a tmpfs: os.replace() from the test's folder fails with EXDEV there."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own")
+    landed = tmp_path / "big.dcm"
+    landed.write_bytes(bytes(range(256)) * 20000)  # 5 MB: several chunks
+    expected = landed.read_bytes()
+    folder = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        kept = quarantine(landed, folder, "not-dicom", "test")
+        assert kept.read_bytes() == expected and not landed.exists()
+        assert (folder / "big.reason.json").is_file()
+    finally:
+        shutil.rmtree(folder)

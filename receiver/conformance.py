@@ -154,10 +154,16 @@ def conformance(receiver: ReceiverSettings, scu: ScuSettings) -> str:
             ],
         ),
         "",
-        "A C-STORE is answered Success only after the instance is written, fsynced and renamed"
-        " in the landing zone; Out of Resources (0xA700) when the landing filesystem is short"
-        " of space, Cannot Understand (0xC000) on other failures. C-MOVE to an AE title that"
-        " is not a configured node is answered 0xA801 (Move Destination Unknown).",
+        "A C-STORE is answered Success only after the instance is written, checked, fsynced"
+        " and renamed in the landing zone; Out of Resources (0xA700) when the landing"
+        " filesystem is short of space; Cannot Understand (0xC000) when the dataset does not"
+        " parse up to its pixel data (which must all have arrived) or has no SOP Class or SOP"
+        " Instance UID, and on other failures; Data Set Does Not Match SOP Class (0xA900) when"
+        " it names another SOP class or instance than its command; SOP Class Not Supported"
+        " (0x0122) when the command names another SOP class than its presentation context. A"
+        " PDU or DIMSE message that cannot be decoded aborts the association (A-ABORT). C-MOVE"
+        " to an AE title that is not a configured node is answered 0xA801 (Move Destination"
+        " Unknown).",
         "",
         "## 6 Security",
         "",

@@ -92,7 +92,7 @@ def _write_with_duckdb(relation: duckdb.DuckDBPyRelation, fmt: str, path: Path) 
 
 
 def export_database(store: CatalogStore, out: Path) -> dict[str, int]:
-    """Write the catalog as it is now into a DuckDB file at `out`; rows per table.
+    """Write the catalog as it is now into a DuckDB file at `out`; rows per history table.
 
     The file holds each table's rows as DuckDB tables (``<table>_history``,
     ``receipts``, ``superseded``) and the same views and macros as
@@ -111,7 +111,7 @@ def export_database(store: CatalogStore, out: Path) -> dict[str, int]:
             for table in ALL_TABLES:
                 name = history_view(table)
                 source.execute(f"CREATE TABLE exported.{name} AS SELECT * FROM {name}")
-                counts[table.name] = source.execute(
+                counts[name] = source.execute(
                     f"SELECT count(*) FROM exported.{name}"
                 ).fetchall()[0][0]
             source.execute("CREATE TABLE exported.dicom_keywords AS SELECT * FROM dicom_keywords")

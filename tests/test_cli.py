@@ -264,6 +264,7 @@ def test_catalog_and_quarantine_commands(tmp_path: Path) -> None:
     out = tmp_path / "catalog.duckdb"
     exported = run("catalog", "export", "--out", str(out), env=env)
     assert exported.returncode == 0, exported.stderr
+    assert "instances_history 2" in exported.stdout  # every version; the views show current rows
     with duckdb.connect(str(out), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM instances").fetchall() == [(2,)]
         assert con.sql("SELECT count(*) FROM records").fetchall() == [(2,)]

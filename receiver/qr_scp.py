@@ -20,6 +20,7 @@ from pydicom import dcmread
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 
+from receiver import query
 from receiver.matching import MatchError, build_query, response
 from receiver.scu import VERIFICATION
 from receiver.send import contexts_for
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger("dicomflow.receiver")
 
-FIND_MODELS = ("1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1")
-MOVE_MODELS = ("1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2")
+FIND_MODELS = tuple(str(uid) for uid in query.FIND_MODELS.values())  # patient, study root
+MOVE_MODELS = tuple(str(uid) for uid in query.MOVE_MODELS.values())
 GET_MODELS = ("1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3")
 STUDY_ROOT_MODELS = frozenset((FIND_MODELS[1], MOVE_MODELS[1], GET_MODELS[1]))
 

@@ -17,12 +17,11 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
+from pydicom.uid import MediaStorageDirectoryStorage
 
 from receiver.landing import LandingZone
 from receiver.space import ensure_room
-
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
-"""Media Storage Directory Storage: the SOP class of a DICOMDIR."""
+from tasks.parse import is_dicomdir
 
 
 @dataclass(frozen=True)
@@ -58,14 +57,14 @@ def is_dicom(data: bytes) -> bool:
     return "SOPInstanceUID" in ds and "SOPClassUID" in ds
 
 
-def is_dicomdir(path: Path) -> bool:
+def is_dicomdir_file(path: Path) -> bool:
+    """A file named DICOMDIR that is one (autoload's own test, `tasks.parse.is_dicomdir`)."""
     if path.name.upper() != "DICOMDIR":
         return False
     try:
-        meta = dcmread(path, stop_before_pixels=True).file_meta
+        return is_dicomdir(dcmread(path, stop_before_pixels=True))
     except (InvalidDicomError, OSError, ValueError):
         return False
-    return str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
 
 
 def _file(path: Path) -> Candidate:
@@ -99,12 +98,12 @@ def candidates(paths: Iterable[Path], report: ImportReport) -> Iterator[Candidat
         if root.is_dir():
             for folder, dirs, files in os.walk(root):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                if "DICOMDIR" in files and is_dicomdir(Path(folder) / "DICOMDIR"):
+                if "DICOMDIR" in files and is_dicomdir_file(Path(folder) / "DICOMDIR"):
                     report.skipped += 1  # its files are walked here anyway
                 for name in sorted(files):
                     if not name.startswith(".") and name != "DICOMDIR":
                         yield from candidates([Path(folder) / name], report)
-        elif is_dicomdir(root):
+        elif is_dicomdir_file(root):
             report.skipped += 1
             yield from _fileset(root)
         elif zipfile.is_zipfile(root):
@@ -134,7 +133,7 @@ def import_into(
             report.failed.append((candidate.where, f"unreadable: {exc}"))
             on_file(candidate.where, "failed")
             continue
-        if not is_dicom(data) or MEDIA_STORAGE_DIRECTORY.encode() in data[:512]:
+        if not is_dicom(data) or MediaStorageDirectoryStorage.encode() in data[:512]:
             report.skipped += 1
             on_file(candidate.where, "skipped")
             continue

@@ -74,7 +74,7 @@ def read_landed(path: Path, *, streaming: bool = True) -> Landed:
 
 def check_instance(ds: FileDataset) -> None:
     """What makes a parsed file an instance we can archive; raises `Rejected`."""
-    if _is_dicomdir(ds):
+    if is_dicomdir(ds):
         raise Rejected("dicomdir", "a media directory (DICOMDIR), not an instance")
     if len(ds) < MIN_ELEMENTS:
         raise Rejected("empty-dataset", f"only {len(ds)} element(s) in the dataset")
@@ -90,7 +90,8 @@ def check_instance(ds: FileDataset) -> None:
     check_identifying_uids(ds)
 
 
-def _is_dicomdir(ds: FileDataset) -> bool:
+def is_dicomdir(ds: FileDataset) -> bool:
+    """A DICOMDIR (a media directory, not an instance): by its SOP class or its records."""
     meta_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "").strip("\x00 ")
     return meta_class == MediaStorageDirectoryStorage or DIRECTORY_RECORDS in ds
 

@@ -36,6 +36,12 @@ def require_dcmtk() -> None:
         pytest.fail(f"dcmtk tools missing ({', '.join(missing)}): run .ci/run to install dcmtk")
 
 
+def run_dcmtk(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run a dcmtk tool with Nagle off; its exit status and output, never raising."""
+    require_dcmtk()
+    return subprocess.run(args, env=dcmtk_env(), capture_output=True, text=True, timeout=60)
+
+
 def send_with_storescu(called_ae: str, port: int, *paths: str) -> int:
     """C-STORE `paths` to 127.0.0.1:`port` with dcmtk's storescu; its exit status."""
     require_dcmtk()

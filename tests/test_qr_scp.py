@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from receiver.qr_scp import Archive
 from receiver.scp import Receiver, start_receiver
 from receiver.scu import Peer
 from receiver.settings import ReceiverSettings, RemoteNode, ScuSettings
-from tests.conftest import dcmtk_env, free_port, require_dcmtk
+from tests.conftest import free_port, run_dcmtk
 from tests.faults import land_and_autoload
 from tests.peers import make_corpus, run_orthanc, run_storescp
 
@@ -60,17 +59,12 @@ def qr_scp(archived, tmp_path: Path, loopback_shim: Path) -> Iterator[dict[str, 
             scp.stop(grace_seconds=2)
 
 
-def dcmtk(*args: str) -> subprocess.CompletedProcess[str]:
-    require_dcmtk()
-    return subprocess.run(args, env=dcmtk_env(), capture_output=True, text=True, timeout=60)
-
-
 def findscu(scp: Receiver, root: str, *keys: str) -> list[dict[str, str]]:
     """findscu's answers, each as {keyword-ish tag: value}."""
     args = ["findscu", root, "-aec", "DICOMFLOW"]
     for key in keys:
         args += ["-k", key]
-    result = dcmtk(*args, "127.0.0.1", str(scp.port))
+    result = run_dcmtk(*args, "127.0.0.1", str(scp.port))
     assert result.returncode == 0, result.stderr
     answers: list[dict[str, str]] = []
     for line in (result.stdout + result.stderr).splitlines():
@@ -85,7 +79,7 @@ def findscu(scp: Receiver, root: str, *keys: str) -> list[dict[str, str]]:
 def retrieve_study(tool: str, study_uid: str, port: int, *options: str) -> Any:
     """movescu or getscu (Study Root) for one study from our SCP on `port`."""
     keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}"]
-    return dcmtk(tool, "-S", "-aec", "DICOMFLOW", *options, *keys, "127.0.0.1", str(port))
+    return run_dcmtk(tool, "-S", "-aec", "DICOMFLOW", *options, *keys, "127.0.0.1", str(port))
 
 
 PATIENT_ID, STUDY_UID, STUDY_DATE, SERIES_UID, SOP_UID = (
@@ -193,9 +187,11 @@ def test_retrieves_must_name_what_they_want(qr_scp, tmp_path: Path) -> None:
     out = tmp_path / "everything"
     out.mkdir()
     keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=*"]
-    dcmtk("getscu", "-S", "-aec", "DICOMFLOW", "-od", str(out), *keys, "127.0.0.1", str(scp.port))
+    run_dcmtk(
+        "getscu", "-S", "-aec", "DICOMFLOW", "-od", str(out), *keys, "127.0.0.1", str(scp.port)
+    )
     assert list(out.iterdir()) == []  # no StudyInstanceUID: nothing, not the whole archive
-    patient_level = dcmtk(
+    patient_level = run_dcmtk(
         "findscu",
         "-S",
         "-aec",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 
@@ -22,16 +21,11 @@ from receiver.landing import LandingZone
 from receiver.scp import OUT_OF_RESOURCES, Receiver
 from receiver.settings import ReceiverSettings
 from receiver.storescu import send_files
-from tests.conftest import dcmtk_env, require_dcmtk
+from tests.conftest import run_dcmtk
 
 
 def landed(receiver_dir: Path) -> list[Path]:
     return LandingZone(receiver_dir).completed()
-
-
-def run_dcmtk(*args: str) -> subprocess.CompletedProcess[str]:
-    require_dcmtk()
-    return subprocess.run(args, env=dcmtk_env(), capture_output=True, text=True, timeout=60)
 
 
 def test_echoscu_gets_success(receiver: Receiver) -> None:

@@ -21,14 +21,9 @@ from receiver.landing import LandingZone
 from receiver.scp import Receiver, ReceiverError, start_receiver
 from receiver.scu import NodeUnreachable, Peer, ScuError, echo
 from receiver.settings import NodeTls, ReceiverSettings, RemoteNode, ScuSettings, TlsSettings
-from tests.conftest import dcmtk_env, free_port, require_dcmtk, wait_for_port
+from tests.conftest import free_port, run_dcmtk, wait_for_port
 from tests.peers import run_storescp
 from tests.tlsca import Identity, ScratchCA
-
-
-def run_dcmtk(*args: str) -> subprocess.CompletedProcess[str]:
-    require_dcmtk()
-    return subprocess.run(args, env=dcmtk_env(), capture_output=True, text=True, timeout=60)
 
 
 def audit_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:

@@ -115,9 +115,7 @@ def _like(value: str) -> str:
 
 def _one_of_list(value: str) -> str:
     """A regular expression for one comma-separated item matching `value` (* and ?)."""
-    item = "".join(
-        "[^,]*" if c == "*" else "[^,]" if c == "?" else re.escape(c) for c in value
-    )
+    item = "".join("[^,]*" if c == "*" else "[^,]" if c == "?" else re.escape(c) for c in value)
     return f",{item},"
 
 

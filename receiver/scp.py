@@ -7,7 +7,7 @@ dependencies in `make_server`, and nothing is configured at import time.
 
 from __future__ import annotations
 
-import functools
+import copy
 import hashlib
 import json
 import logging
@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,13 +27,9 @@ from typing import Any, cast
 from pydicom._uid_dict import UID_dictionary  # the data dictionary of UIDs
 from pydicom.uid import UID, AllTransferSyntaxes, MediaStorageDirectoryStorage
 from pynetdicom import AE, VerificationPresentationContexts, _config, dimse_messages, evt
-from pynetdicom.association import Association
-from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import Event
-from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
@@ -46,7 +42,9 @@ from receiver.access import AccessError, AccessPolicy, access_policy
 from receiver.audit import audit
 from receiver.dicomfile import Unreadable, read_file
 from receiver.landing import LandingZone, PartialFile
+from receiver.logtext import printable
 from receiver.move_ledger import MoveLedger
+from receiver.providers import ReceiverDIMSE, ReceiverDUL, incoming_file, unfinished_files
 from receiver.qr_scp import Archive, qr_contexts
 from receiver.settings import ReceiverSettings
 from receiver.space import NoRoom
@@ -137,25 +135,6 @@ def build_ae(settings: ReceiverSettings, serve_archive: bool = False) -> AE:
     return ae
 
 
-_INCOMING = threading.local()
-"""How the association whose reader thread this is opens a landing file, while it reads."""
-
-_PYNETDICOM_TEMPORARY_FILE = dimse_messages.NamedTemporaryFile
-
-
-def _incoming_file(*args: Any, **kwargs: Any) -> Any:
-    """Where pynetdicom writes an incoming C-STORE dataset (``STORE_RECV_CHUNKED_DATASET``).
-
-    For our associations, a temporary file in their landing zone, so the landed file
-    is only a rename away; for any other pynetdicom server in the process, what
-    pynetdicom itself would use.
-    """
-    opener: Callable[[], PartialFile] | None = getattr(_INCOMING, "open", None)
-    if opener is None:
-        return _PYNETDICOM_TEMPORARY_FILE(*args, **kwargs)
-    return opener()
-
-
 def configure_pynetdicom() -> None:
     """Set pynetdicom's process-wide switches; called once at start-up, never at import."""
     for uid in DICTIONARY_ONLY_STORAGE_CLASSES:
@@ -165,85 +144,7 @@ def configure_pynetdicom() -> None:
     _config.LOG_RESPONSE_IDENTIFIERS = False
     # C-STORE datasets go to a file as they arrive, never whole into memory.
     _config.STORE_RECV_CHUNKED_DATASET = True
-    dimse_messages.NamedTemporaryFile = _incoming_file
-
-
-def _unfinished_files(assoc: Association) -> list[PartialFile]:
-    """Landing files of C-STOREs this association received in part, or did not serve."""
-    dimse = assoc.dimse
-    found = [getattr(dimse.message, "_data_set_file", None)]
-    found += [getattr(p, "_dataset_file", None) for _, p in list(dimse.msg_queue.queue)]
-    return [f for f in found if isinstance(f, PartialFile)]
-
-
-class ReceiverDUL(DULServiceProvider):
-    """pynetdicom's upper layer provider, for one of our associations.
-
-    A PDU that decodes but whose parameters pynetdicom then refuses (an even
-    presentation context id in an A-ASSOCIATE-RQ, an unknown source in an A-ABORT)
-    raises inside pynetdicom's reader thread, which dies without a word to the peer
-    and holds the association slot until a timeout. Checked here, while decoding,
-    it counts as an invalid PDU: the peer gets an A-ABORT at once.
-    """
-
-    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
-        pdu, event = super()._decode_pdu(bytestream)
-        if not isinstance(pdu, P_DATA_TF):  # data PDUs are checked as DIMSE messages
-            pdu.to_primitive()  # raises what the state machine would, in a safe place
-        return pdu, event
-
-    def run(self) -> None:
-        """The reader thread; if pynetdicom's state machine still raises, close the socket.
-
-        (A peer's release request crossing our abort makes it raise, for one.) The
-        closed connection ends the association and frees its slot at once.
-        """
-        try:
-            super().run()
-        except Exception as exc:
-            LOGGER.error(
-                "closing the connection with %s: %s: %s",
-                printable(self.assoc.requestor.ae_title),
-                type(exc).__name__,
-                printable(str(exc))[:200],
-            )
-            if self.socket is not None:
-                self.socket.close()
-
-
-class ReceiverDIMSE(DIMSEServiceProvider):
-    """pynetdicom's DIMSE service provider, for one of our associations.
-
-    An incoming dataset is written into the association's landing zone (see
-    `_incoming_file`). A message pynetdicom cannot decode (an unknown command, a
-    command set missing its fields) raises inside pynetdicom's reader thread, which
-    then dies without a word to the peer; here it aborts the association instead
-    (an invalid PDU, PS3.8 9.2), with one log line.
-    """
-
-    def __init__(self, assoc: Association, landing: LandingZone, keep_free: int = 0) -> None:
-        super().__init__(assoc)
-        self.open_partial = functools.partial(landing.open_partial, keep_free)
-
-    def receive_primitive(self, primitive: Any) -> None:
-        _INCOMING.open = self.open_partial
-        try:
-            super().receive_primitive(primitive)
-        except Exception as exc:
-            calling_ae = printable(self.assoc.requestor.ae_title)
-            LOGGER.error(
-                "aborting the association with %s: undecodable DIMSE message (%s: %s)",
-                calling_ae,
-                type(exc).__name__,
-                printable(str(exc))[:200],
-            )
-            partial = getattr(self.message, "_data_set_file", None)
-            if isinstance(partial, PartialFile):
-                partial.discard()
-            self.message = None
-            self.dul.event_queue.put("Evt19")  # unrecognised or invalid PDU
-        finally:
-            _INCOMING.open = None
+    dimse_messages.NamedTemporaryFile = incoming_file
 
 
 class NoDelayServer(ThreadedAssociationServer):
@@ -291,6 +192,25 @@ class NoDelayServer(ThreadedAssociationServer):
                 return
             request.settimeout(timeout)
         super().finish_request(request, client_address)
+
+
+class QuickCopyContexts(list[PresentationContext]):
+    """The server's supported presentation contexts, copied quickly for each association.
+
+    pynetdicom gives every new association a ``deepcopy`` of them; for our ~200
+    storage SOP classes with every transfer syntax that took about 100 ms, before
+    the A-ASSOCIATE-AC could go out. A context's attributes are flags, numbers and
+    immutable UIDs: copying each context and its list of syntaxes is a full copy.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
+        return [_copy_context(cx) for cx in self]
+
+
+def _copy_context(context: PresentationContext) -> PresentationContext:
+    copied = copy.copy(context)
+    copied._transfer_syntax = list(context._transfer_syntax)
+    return copied
 
 
 class SharedPortServer(NoDelayServer):
@@ -382,11 +302,6 @@ def handle_requested(event: Event) -> None:
         acceptor.supported_contexts = acceptor.supported_contexts + extra
 
 
-def printable(text: str) -> str:
-    """A peer-supplied string safe for a log line: control characters shown as '?'."""
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
 def handle_dimse_received(event: Event) -> None:
     """Let every C-STORE reach `handle_store`, whatever SOP class its command names.
 
@@ -417,6 +332,10 @@ class StoreContext:
     """Our open C-MOVEs, to name the retrieval job a sub-operation belongs to."""
     min_free_bytes: int = 0
     """Space the landing filesystem keeps free; C-STOREs that would take it are refused."""
+    syncer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="dicomflow-fsync")
+    )
+    """Runs each received file's fsync while the handler checks its dataset."""
 
 
 def _receipt(
@@ -520,7 +439,10 @@ def handle_store(event: Event, ctx: StoreContext) -> int:
         elif partial.error is not None:
             raise partial.error
         else:
+            # The fsync waits on the disk, the check on the CPU: run them side by side.
+            synced = ctx.syncer.submit(partial.sync)
             status = check_received(partial.path, request)
+            synced.result()  # raises the write's or the fsync's error
             if status == Status.SUCCESS:
                 nbytes = partial.size
                 path = ctx.landing.adopt(partial)
@@ -557,11 +479,11 @@ def handle_accepted(event: Event) -> None:
 def handle_connection_open(event: Event, ctx: StoreContext) -> None:
     """Give the new association our DUL and DIMSE providers, before its reader thread starts.
 
-    The DUL keeps its state and timers: only its class changes, to a subclass that
-    adds no state.
+    The DUL keeps its state and timers: only its class changes, to ours (see
+    `receiver.providers`), which waits for work instead of polling.
     """
     assoc = event.assoc
-    assoc.dul.__class__ = ReceiverDUL
+    ReceiverDUL.adopt(assoc.dul)
     assoc.dimse = ReceiverDIMSE(assoc, ctx.landing, ctx.min_free_bytes)
 
 
@@ -575,7 +497,7 @@ def handle_connection_closed(event: Event) -> None:
     that long. An empty item wakes it as a timeout would.
     """
     assoc = event.assoc
-    for partial in _unfinished_files(assoc):
+    for partial in unfinished_files(assoc):
         partial.discard()
     never_associated = not (
         assoc.is_established or assoc.is_released or assoc.is_aborted or assoc.is_rejected
@@ -707,6 +629,7 @@ def make_server(
         raise ReceiverError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
         ) from None
+    server.contexts = QuickCopyContexts(server.contexts)
     # Registered like AE.start_server() does, so the server's shutdown() finds it.
     ae._servers.append(server)
     thread = threading.Thread(target=server.serve_forever, name="dicomflow-scp", daemon=True)

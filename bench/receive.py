@@ -401,11 +401,23 @@ def run_orthanc(run_dir: Path) -> Iterator[Running]:
         yield Running(port, "ORTHANC", lambda: count_files(run_dir / "storage"))
 
 
+@contextmanager
+def run_null(run_dir: Path) -> Iterator[Running]:
+    """pynetdicom answering Success and storing nothing (bench/null_scp.py): the ceiling
+    of pynetdicom's own network handling, one process, threads per association."""
+    port = free_port()
+    cmd = [sys.executable, str(Path(__file__).with_name("null_scp.py")), str(port)]
+    with server(cmd, port, run_dir / "server.log", child_env({}), signal.SIGTERM):
+        yield Running(port, "NULLSCP", lambda: 0)
+
+
 RECEIVERS = (
     Receiver("dicomflow", run_ours, must_land_all=True, loopback_only=True),
     Receiver("storescp", run_storescp),
     Receiver("orthanc", run_orthanc),
+    Receiver("pynetdicom", run_null, loopback_only=True),
 )
+"""pynetdicom (storing nothing) is a reference, not a contender: it keeps no file."""
 
 
 # --- measuring -----------------------------------------------------------------------------
@@ -467,6 +479,8 @@ def bench_corpus(
             result.seconds.append(seconds)
             result.stored.append(stored)
             note = "" if stored == corpus.count else f"  MISSING {corpus.count - stored}"
+            if receiver.name == "pynetdicom":
+                note = "  (keeps nothing)"
             print(
                 f"  run {run + 1}/{runs} {corpus.name:5} {receiver.name:9} {seconds:7.2f} s"
                 f"  stored {stored}/{corpus.count}{note}",
@@ -501,27 +515,96 @@ def load_average() -> str:
     return "load average: " + " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+BASES = ("storescp", "orthanc")
+"""The receivers every other one is compared with."""
+
+
+def ratio(results: list[Result], result: Result, base_name: str) -> float | None:
+    """`result`'s throughput over `base_name`'s on the same corpus (None if not run)."""
+    base = next((r for r in results if r.receiver == base_name and r.corpus is result.corpus), None)
+    return result.images_per_second / base.images_per_second if base else None
+
+
+def paired_ratio(results: list[Result], result: Result, base_name: str) -> float | None:
+    """The median over runs of `result`'s throughput over `base_name`'s in the same round:
+    the runs are interleaved, so each pair saw the machine in the same state."""
+    base = next((r for r in results if r.receiver == base_name and r.corpus is result.corpus), None)
+    if base is None:
+        return None
+    pairs = zip(base.seconds, result.seconds, strict=True)
+    return statistics.median(theirs / ours for theirs, ours in pairs)
+
+
+def ratio_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def durability_floor(folder: Path, nbytes: int, count: int = 100) -> float:
+    """Seconds per file to write `nbytes`, fsync, rename and fsync the folder, as a
+    receiver that answers Success only once a file is durable must, one at a time."""
+    data = os.urandom(nbytes)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for index in range(count):
+            tmp, final = folder / f".{index}.tmp", folder / f"{index}.dcm"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, final)
+            os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    seconds = (time.perf_counter() - started) / count
+    shutil.rmtree(folder, ignore_errors=True)
+    return seconds
+
+
+def write_json(path: Path, results: list[Result], floors: dict[str, float], parallel: int) -> None:
+    """The figures for bench/all.py: medians, runs and ratios per receiver and corpus."""
+    rows = [
+        {
+            "receiver": r.receiver,
+            "corpus": r.corpus.name,
+            "parallel": parallel,
+            "images": r.corpus.count,
+            "runs_s": r.seconds,
+            "median_s": r.median,
+            "images_per_s": r.images_per_second,
+            "vs_storescp": paired_ratio(results, r, "storescp"),
+            "vs_orthanc": paired_ratio(results, r, "orthanc"),
+            "vs_storescp_of_medians": ratio(results, r, "storescp"),
+            "vs_orthanc_of_medians": ratio(results, r, "orthanc"),
+        }
+        for r in results
+    ]
+    payload = {"load_average": os.getloadavg(), "fsync_floor_s": floors, "results": rows}
+    path.write_text(json.dumps(payload, indent=2))
+
+
 def print_table(results: list[Result]) -> None:
     """Medians per receiver and corpus, with throughput relative to storescp."""
     header = (
         f"{'receiver':10} {'corpus':6} {'images':>6} {'stored':>7} {'median s':>9} "
-        f"{'images/s':>9} {'MB/s':>7} {'vs storescp':>11}  runs (s)"
+        f"{'images/s':>9} {'MB/s':>7} {'vs storescp':>11} {'vs orthanc':>10}  runs (s)"
     )
     print(header)
     print("-" * len(header))
     for result in results:
-        base = next(
-            (r for r in results if r.receiver == "storescp" and r.corpus is result.corpus), None
-        )
-        ratio = f"{result.images_per_second / base.images_per_second:.2f}" if base else "n/a"
         runs = " ".join(f"{s:.2f}" for s in result.seconds)
+        vs_storescp, vs_orthanc = (ratio_text(ratio(results, result, r)) for r in BASES)
         print(
             f"{result.receiver:10} {result.corpus.name:6} {result.corpus.count:6d} "
             f"{min(result.stored):7d} {result.median:9.2f} {result.images_per_second:9.1f} "
-            f"{result.mb_per_second:7.1f} {ratio:>11}  {runs}"
+            f"{result.mb_per_second:7.1f} {vs_storescp:>11} {vs_orthanc:>10}  {runs}"
         )
     print("stored: fewest files found on disk after a run; MB = 10^6 bytes of DICOM files sent.")
-    print("durability: dicomflow and Orthanc fsync each file before answering; storescp does not.")
+    print("durability: dicomflow and Orthanc fsync each file before answering; storescp does not;")
+    print("  pynetdicom (bench/null_scp.py) answers Success and keeps nothing, a reference.")
     print(f"at the end: {load_average()}")
 
 
@@ -547,6 +630,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="senders at once, one association each (1); with more, dicomflow runs that "
         "many receiver processes and storescp runs with --fork",
     )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.count < 1 or args.runs < 1 or args.parallel < 1:
         parser.error("--count, --runs and --parallel must be at least 1")
@@ -561,6 +645,7 @@ def choose_receivers(isolation: str | None, allow_all: bool, parallel: int) -> l
             Receiver("dicomflow", partial(run_ours, processes=parallel), True, True),
             Receiver("storescp", partial(run_storescp, fork=True)),
             Receiver("orthanc", run_orthanc),
+            Receiver("pynetdicom", run_null, loopback_only=True),
         ]
     if isolation is None or allow_all:
         return receivers
@@ -581,16 +666,26 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dicomflow-bench-", dir=args.workdir))
     print(f"scratch:     {workdir}")
     results: list[Result] = []
+    floors: dict[str, float] = {}
     try:
         for name in names:
             corpus = build_corpus(name, workdir, args.count)
             print(f"corpus {name}: {corpus.count} files, {corpus.nbytes / 1e6:.1f} MB", flush=True)
             results += bench_corpus(corpus, receivers, args.runs, workdir, args.parallel)
+            floors[name] = durability_floor(workdir / "floor", corpus.nbytes // corpus.count)
             shutil.rmtree(corpus.folder)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
     print_table(results)
+    for name, seconds in floors.items():
+        print(
+            f"fsync floor, {name}: write + fsync + rename + fsync folder takes "
+            f"{seconds * 1000:.2f} ms per file here, so one association that waits for "
+            f"each file to be durable tops out at {1 / seconds:.0f} images/s"
+        )
+    if args.json:
+        write_json(args.json, results, floors, args.parallel)
     return 0
 
 

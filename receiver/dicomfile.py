@@ -72,16 +72,23 @@ class BoundedReader:
         self._fh = fh
         self.size = size
         self.short_read = False
+        # A parser calls these thousands of times per file: bound once, not looked up
+        # through __getattr__ each time.
+        self.tell = fh.tell
+        self.seek = fh.seek
+        self._read = fh.read
 
     def read(self, size: int | None = -1) -> bytes:
-        left = max(self.size - self._fh.tell(), 0)
+        left = self.size - self.tell()
+        if left < 0:
+            left = 0
         if size is None or size < 0:
-            return self._fh.read(left)
+            return self._read(left)
         if size > left:
             if left or size > self.TAG_READ:
                 self.short_read = True
             size = left
-        return self._fh.read(size)
+        return self._read(size)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fh, name)

@@ -131,7 +131,11 @@ class ReceiverDUL(DULServiceProvider):
     def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
         pdu, event = super()._decode_pdu(bytestream)
         if not isinstance(pdu, P_DATA_TF):  # data PDUs are checked as DIMSE messages
-            pdu.to_primitive()  # raises what the state machine would, in a safe place
+            # Raises what the state machine would, in a safe place. The state machine
+            # then gets this same primitive: an A-ASSOCIATE-RQ proposing a hundred
+            # contexts takes milliseconds to convert, once is enough.
+            primitive = pdu.to_primitive()
+            pdu.to_primitive = lambda: primitive  # type: ignore[method-assign,assignment]
         return pdu, event
 
     def send_pdu(self, primitive: Any) -> None:

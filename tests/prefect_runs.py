@@ -37,6 +37,10 @@ class RunRecord:
         texts += [repr(a.get("data")) + (a.get("description") or "") for a in self.artifacts]
         return texts
 
+    def leaks(self, originals: set[str]) -> list[tuple[str, str]]:
+        """(original, text) pairs where a patient's name or ID shows in the run's texts."""
+        return [(o, t[:120]) for t in self.texts() for o in originals if o.lower() in t.lower()]
+
 
 def _post(api: str, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     response = httpx.post(f"{api}{path}", json=body, timeout=10)

@@ -330,15 +330,13 @@ def test_retrieve_run_shows_its_job_without_patient_data(
     settings: Settings,
     config: Path,
     pacs_receiver: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
+    identifier_logging_on: None,
 ) -> None:
     """Named by job and studies, its outcome table, pynetdicom's lines in its logs; none of
     the patient's identifiers the job and the PACS's answers carry."""
     from pynetdicom import _config
 
-    # As in a fresh worker process, where no receiver has switched identifier logging off.
-    monkeypatch.setattr(_config, "LOG_REQUEST_IDENTIFIERS", True)
-    monkeypatch.setattr(_config, "LOG_RESPONSE_IDENTIFIERS", True)
+    assert _config.LOG_REQUEST_IDENTIFIERS, "the run itself must switch it off"
     study = pacs_site.studies[2]
     job = job_csv(settings.data_dir.parent / "job.csv", "PatientID", [study.spec.patient_id])
     state = retrieve(node="orthanc", job_file=str(job), config_file=str(config), return_state=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from flows.runlogs import run_logs
 from flows.settings import Settings
 from receiver.landing import LandingZone
 from receiver.query import build_identifier, find
-from receiver.scp import start_receiver
+from receiver.scp import Receiver, start_receiver
 from receiver.scu import peer_for
 from receiver.settings import ReceiverSettings, ScuSettings
 from tests.prefect_runs import read_run
@@ -159,20 +160,27 @@ def test_autoload_run_names_itself_and_its_batches_and_shows_its_summary(
     assert not run.leaks(originals)
 
 
+@pytest.fixture
+def qr_receiver(settings: Settings) -> Iterator[Receiver]:
+    """Our receiver answering C-FIND from the (empty) catalog."""
+    scp = start_receiver(
+        ReceiverSettings(port=0), settings.landing, None, settings.served_archive()
+    )
+    try:
+        yield scp
+    finally:
+        scp.stop(grace_seconds=2)
+
+
 def test_pynetdicom_logs_reach_the_run_without_identifiers(
-    prefect_harness, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    prefect_harness, qr_receiver: Receiver, identifier_logging_on: None
 ) -> None:
     """A C-FIND naming a patient, made in a flow run: pynetdicom's INFO lines (both ends,
     the SCP being our receiver in this process) are in the run's logs, the name is not."""
     from pynetdicom import _config
 
     patient = {"PatientName": "Lestrade^Inspector", "PatientID": "SY-221B"}
-    scp = start_receiver(
-        ReceiverSettings(port=0), settings.landing, None, settings.served_archive()
-    )
-    # As in a fresh worker process, where no receiver has switched identifier logging off.
-    monkeypatch.setattr(_config, "LOG_REQUEST_IDENTIFIERS", True)
-    monkeypatch.setattr(_config, "LOG_RESPONSE_IDENTIFIERS", True)
+    assert _config.LOG_REQUEST_IDENTIFIERS, "the run itself must switch it off"
 
     @flow(name="find-patient")
     def find_patient(port: int) -> int:
@@ -181,10 +189,7 @@ def test_pynetdicom_logs_reach_the_run_without_identifiers(
             found = find(peer, "patient", build_identifier("patient", "PATIENT", patient))
             return len(found.matches)
 
-    try:
-        state = find_patient(scp.port, return_state=True)
-    finally:
-        scp.stop(grace_seconds=2)
+    state = find_patient(qr_receiver.port, return_state=True)
     assert state.result() == 0
     run = read_run(str(PREFECT_API_URL.value()), str(state.state_details.flow_run_id))
     messages = [log["message"] for log in run.logs if log["name"].startswith("pynetdicom")]

@@ -6,16 +6,18 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from catalog.compact import sweep_temporary
+from flows.artifacts import publish_autoload
 from flows.locks import autoload_lock, exclusive
+from flows.naming import autoload_name, named_for_batch, rename_run
+from flows.runlogs import run_logs
 from flows.settings import Settings, SettingsError, load_settings
 from receiver.durable import restrict_new_files, sweep_partials
 from tasks.autoload import (
@@ -53,6 +55,10 @@ class AutoloadSummary:
     @property
     def files_per_second(self) -> float:
         return self.landed / self.seconds if self.seconds else 0.0
+
+    @property
+    def megabytes_per_second(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds else 0.0
 
 
 @contextmanager
@@ -107,7 +113,8 @@ def ingest_context(settings: Settings, run_id: str) -> IngestContext:
 
 
 def run_name() -> str:
-    return f"autoload {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
+    """The name a run starts with; `_run_batches` adds the file count once it is known."""
+    return autoload_name(datetime.now(UTC))
 
 
 @flow(name="autoload", flow_run_name=run_name, log_prints=False)
@@ -116,14 +123,18 @@ def autoload(
 ) -> AutoloadSummary:
     """Process every completed landed file: anonymize, archive, catalog, then clear landing.
 
-    `config_file` is the TOML settings file (else ``DICOMFLOW_CONFIG`` and the
-    environment). Only one autoload works on a data root at a time: a run that finds
-    another at work waits up to `wait_for_lock_seconds`, then skips.
+    Only one autoload works on a data root at a time.
+
+    Args:
+        config_file: The TOML settings file (else DICOMFLOW_CONFIG and the environment).
+        wait_for_lock_seconds: How long to wait for another autoload at work before
+            skipping this run.
     """
-    settings = load_settings(config_file)
-    restrict_new_files()
-    preflight(settings)
-    return run_autoload(settings, wait_for_lock_seconds)
+    with run_logs(flow_run.id):
+        settings = load_settings(config_file)
+        restrict_new_files()
+        preflight(settings)
+        return run_autoload(settings, wait_for_lock_seconds)
 
 
 def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> AutoloadSummary:
@@ -135,6 +146,7 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
         if not owner:
             summary.skipped = "another autoload run holds the lock"
             logger.info("skipped: %s", summary.skipped)
+            rename_run(lambda started: autoload_name(started, skipped=True))
             return summary
         ctx = ingest_context(settings, str(flow_run.id or "local"))
         with crash_sweep(settings) as swept:
@@ -151,7 +163,7 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
         sum(summary.quarantined.values()),
         summary.seconds,
     )
-    publish_summary(summary)
+    publish_autoload(summary)
     return summary
 
 
@@ -159,13 +171,20 @@ def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummar
     """Archive, record, then clear landing, batch after batch, adding up into `summary`."""
     landed = list_landed(settings.landing)
     summary.landed = len(landed)
+    rename_run(lambda started: autoload_name(started, len(landed)))
     # Receipts first: the batches look up their files' calling AE titles there.
     summary.receipts = record_receipts(ctx)
     quarantined: Counter[str] = Counter()
-    for batch_no, paths in enumerate(batches(landed, settings.autoload.batch_size), 1):
-        outcome = archive_batch(paths, ctx, batch_no)
-        summary.recorded += record_batch(outcome, ctx, batch_no)
-        clear_batch(outcome, batch_no)
+    parts = batches(landed, settings.autoload.batch_size)
+    for batch_no, paths in enumerate(parts, 1):
+        outcome = named_for_batch(archive_batch, batch_no, len(parts), len(paths))(
+            paths, ctx, batch_no
+        )
+        done = len(outcome.archived)
+        summary.recorded += named_for_batch(record_batch, batch_no, len(parts), done)(
+            outcome, ctx, batch_no
+        )
+        named_for_batch(clear_batch, batch_no, len(parts), done)(outcome, batch_no)
         emit_archived(outcome, ctx.run_id, batch_no)
         summary.archived += outcome.new
         summary.versions += outcome.versions
@@ -175,15 +194,3 @@ def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummar
         summary.batches = batch_no
     summary.quarantined = dict(quarantined)
     record_quarantine(ctx)  # also after a retry moved files out
-
-
-def publish_summary(summary: AutoloadSummary) -> None:
-    """One table artifact per run under a stable key, for the Prefect UI."""
-    row = {k: v for k, v in asdict(summary).items() if k not in ("quarantined", "skipped")}
-    row["quarantined"] = sum(summary.quarantined.values())
-    row["files_per_second"] = round(summary.files_per_second, 1)
-    for reason, count in sorted(summary.quarantined.items()):
-        row[f"quarantined: {reason}"] = count
-    create_table_artifact(
-        key="autoload-summary", table=[row], description="Files processed by this autoload run."
-    )

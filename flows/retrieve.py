@@ -24,6 +24,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from flows.autoload import autoload, preflight
+from flows.naming import artifact_key, rename_run, retrieve_name, stamp
+from flows.runlogs import run_logs
 from flows.settings import Settings, load_settings
 from receiver.durable import restrict_new_files
 from receiver.scu import ScuError, peer_for
@@ -100,10 +102,10 @@ def read_requests(job_file: str | None, sql: str | None) -> list[StudyRequest]:
 
 
 def run_name() -> str:
+    """The name a run starts with; `run_retrieve` names the job once it has read it."""
     from prefect.runtime import flow_run
 
-    node = flow_run.parameters.get("node", "")
-    return f"retrieve {node} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
+    return f"retrieve {flow_run.parameters.get('node', '')} {stamp(datetime.now(UTC))}"
 
 
 @flow(name="retrieve", flow_run_name=run_name, log_prints=False)
@@ -117,17 +119,28 @@ def retrieve(
 ) -> RetrieveSummary:
     """Pull the studies a job lists from `node` into the archive, and check they are complete.
 
-    The job is a CSV or Parquet `job_file`, or a DuckDB `sql` query, with columns
-    named by DICOM keyword: StudyInstanceUID, or AccessionNumber, or PatientID (and
-    optionally StudyDate, a DICOM date range). The same job run again (same rows,
-    same node, or the same `job_id`) does only what is left. `destination` is the
-    AE title the node sends to; default: our receiver's.
+    The job's columns are named by DICOM keyword: StudyInstanceUID, or
+    AccessionNumber, or PatientID (and optionally StudyDate, a DICOM date range).
+    The same job run again (same rows, same node, or the same `job_id`) does only
+    what is left.
+
+    Args:
+        node: The PACS node to pull from, a [nodes.NAME] of the settings.
+        job_file: A CSV or Parquet file listing the studies, one per row.
+        sql: A DuckDB query giving the job's rows, instead of a job_file. Its text is
+            kept with the run: let it read identifiers from a file, not quote them.
+        job_id: A name for the job (default: derived from the node and the rows).
+        destination: The AE title the node sends to (default: our receiver's).
+        config_file: The TOML settings file (else DICOMFLOW_CONFIG and the environment).
     """
-    settings = load_settings(config_file)
-    restrict_new_files()
-    preflight(settings)
-    requests = read_requests(job_file, sql)
-    return run_retrieve(settings, node, requests, job_id, destination, config_file)
+    from prefect.runtime import flow_run
+
+    with run_logs(flow_run.id):
+        settings = load_settings(config_file)
+        restrict_new_files()
+        preflight(settings)
+        requests = read_requests(job_file, sql)
+        return run_retrieve(settings, node, requests, job_id, destination, config_file)
 
 
 def _gave_up(ctx: PullContext, request: StudyRequest, exc: BaseException) -> StudyOutcome:
@@ -153,6 +166,7 @@ def run_retrieve(
     job_id = job_id or job_id_for(node, requests)
     ctx = pull_context(settings, node, job_id, destination)
     summary = RetrieveSummary(job_id=job_id, node=node, rows=len(requests))
+    rename_run(lambda started: retrieve_name(job_id, started, len(requests), "row"))
     progress: dict[str, Any] = {"job_id": job_id, "rows": len(requests), "done": 0}
     write_progress(settings.retrieve_dir, job_id, progress)
     logger.info("job %s: %d rows from %s", job_id, len(requests), ctx.peer.describe())
@@ -181,6 +195,8 @@ def run_retrieve(
             write_progress(settings.retrieve_dir, job_id, progress)
 
         outcomes.sort(key=lambda o: (o.row, o.study_uid or ""))
+        studies = sum(1 for o in outcomes if o.study_uid)
+        rename_run(lambda started: retrieve_name(job_id, started, studies))
         rounds = settings.retrieve.max_rerequests
         for round_no in range(1, rounds + 2):
             if not any(o.state == "pending" for o in outcomes):
@@ -222,7 +238,7 @@ def run_retrieve(
     )
     emit_retrieved(outcomes, node)
     create_table_artifact(
-        key=f"retrieve-{job_id}",
+        key=artifact_key("retrieve", job_id),
         table=[o.public() for o in outcomes],
         description=f"Studies of retrieval {job_id} from {node}: archive UIDs and counts only.",
     )

@@ -7,7 +7,6 @@ the outcome. The selection may be a study, a series, or any catalog query.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from catalog.selection import SelectionError, select_archived
 from catalog.store import CatalogStore
+from flows import naming
 from flows.settings import load_settings
 from receiver.durable import restrict_new_files
 from receiver.scu import Peer, ScuError, peer_for
@@ -44,7 +44,7 @@ def send_paths(peer: Peer, paths: list[Path], batch_no: int) -> list[Sent]:
 
 def artifact_key(node: str) -> str:
     """A stable artifact key per node (Prefect allows lowercase letters, digits, dashes)."""
-    return "send-" + re.sub(r"[^a-z0-9]+", "-", node.lower()).strip("-")
+    return naming.artifact_key("send", node)
 
 
 def send_run_name() -> str:

@@ -54,7 +54,8 @@ def prefect_api(port: int, timeout: float = 120.0) -> Iterator[str]:
         yield api_url
         return
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # The UI asks the API at 4200 unless told where it is.
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_API_URL": api_url}
     # Its own session: a Ctrl-C in the terminal must not stop it before the runner is done.
     server = subprocess.Popen(
         [*command, "--port", str(port)],

@@ -233,7 +233,8 @@ def _archive_or_quarantine(
     except OSError as exc:
         raise StorageUnavailable.during("quarantine write", exc) from exc
     outcome.quarantined[reason] += 1
-    LOGGER.warning("quarantined %s: %s", path.name, reason)
+    # A name someone else gave the file may name the patient: log what the catalog keeps.
+    LOGGER.warning("quarantined %s: %s", landed_name(path.name, keys), reason)
 
 
 def record_instances(

@@ -97,6 +97,16 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def identifier_logging_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynetdicom as a fresh worker process has it, where no receiver has switched off
+    its logging of query identifiers (patient data) yet."""
+    from pynetdicom import _config
+
+    monkeypatch.setattr(_config, "LOG_REQUEST_IDENTIFIERS", True)
+    monkeypatch.setattr(_config, "LOG_RESPONSE_IDENTIFIERS", True)
+
+
 @pytest.fixture(scope="session")
 def loopback_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The LD_PRELOAD library that keeps the peers we start bound to 127.0.0.1."""

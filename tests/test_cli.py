@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from pydicom.data import get_testdata_file
 
@@ -173,6 +174,8 @@ def test_serve_receives_autoloads_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         while not list(archive.rglob("*.dcm")) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert len(list(archive.rglob("*.dcm"))) == 1, "the scheduled autoload never ran"
+        ui = httpx.get(f"http://127.0.0.1:{prefect_port}/ui-settings", timeout=10).json()
+        assert ui["api_url"] == f"http://127.0.0.1:{prefect_port}/api", "the UI finds its API"
         os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         stdout, stderr = process.communicate(timeout=60)
     finally:

@@ -82,3 +82,22 @@ def test_prefect_yaml_deploys_send_with_a_form(deployment) -> None:
     assert {"node", "study", "series", "sql", "batch_size"} <= set(schema["properties"])
     assert schema["required"] == ["node"] and send.enforce_parameter_schema
     assert send.schedules == []
+
+
+def test_deployments_explain_themselves_with_typed_forms(deployment) -> None:
+    """Each deployment has a description and tags; the retrieve form has typed, described
+    fields that the server enforces."""
+    names = ["autoload/autoload", "autoload/autoload-manual", "retrieve/retrieve", "send/send"]
+    for name in [*names, "catalog-compact/catalog-compact"]:
+        found = deployment(name)
+        assert found.description and "dicomflow" in found.tags, name
+        assert found.enforce_parameter_schema, name
+    properties = deployment("retrieve/retrieve").parameter_openapi_schema["properties"]
+    assert properties["node"]["type"] == "string"
+    for optional in ("job_file", "sql", "job_id", "destination", "config_file"):
+        kinds = [choice["type"] for choice in properties[optional]["anyOf"]]
+        assert kinds == ["string", "null"], optional
+    assert all(field.get("description") for field in properties.values()), properties
+    autoload = deployment("autoload/autoload").parameter_openapi_schema["properties"]
+    assert autoload["wait_for_lock_seconds"]["type"] == "number"
+    assert autoload["wait_for_lock_seconds"]["description"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from prefect.settings import PREFECT_API_URL
 from pydicom import dcmread
 
 import catalog
@@ -26,6 +28,7 @@ from receiver.scp import Receiver
 from tasks.retrieval import job_id_for, load_job, read_progress
 from tests.conftest import free_port, prefect_events
 from tests.peers import Site, Study
+from tests.prefect_runs import read_run
 
 
 def write_config(path: Path, site: Site, **retrieve: object) -> Path:
@@ -319,3 +322,35 @@ def test_killed_job_resumes_with_what_is_left(
     assert not LandingZone(settings.landing).completed()
     autoload(str(config))  # nothing left over
     assert archived_count(settings) == total
+
+
+def test_retrieve_run_shows_its_job_without_patient_data(
+    prefect_harness,
+    pacs_site: Site,
+    settings: Settings,
+    config: Path,
+    pacs_receiver: Receiver,
+    identifier_logging_on: None,
+) -> None:
+    """Named by job and studies, its outcome table, pynetdicom's lines in its logs; none of
+    the patient's identifiers the job and the PACS's answers carry."""
+    from pynetdicom import _config
+
+    assert _config.LOG_REQUEST_IDENTIFIERS, "the run itself must switch it off"
+    study = pacs_site.studies[2]
+    job = job_csv(settings.data_dir.parent / "job.csv", "PatientID", [study.spec.patient_id])
+    state = retrieve(node="orthanc", job_file=str(job), config_file=str(config), return_state=True)
+    summary = state.result()
+    run = read_run(str(PREFECT_API_URL.value()), str(state.state_details.flow_run_id))
+
+    assert re.fullmatch(rf"retrieve {summary.job_id} [-\d]{{10}} \d\d:\d\d · 1 study", run.name)
+    assert "pull row 1" in run.task_runs
+    (row,) = run.table(f"retrieve-{summary.job_id}")
+    assert row["state"] == "complete" and row["archived"] == len(study.files)
+    messages = [log["message"] for log in run.logs if log["name"].startswith("pynetdicom")]
+    assert "Sending Find Request: MsgID 1" in messages
+    assert any(m.startswith("Sending Move Request") for m in messages)
+    assert "Received Store Request" in messages  # our receiver's threads, in this process
+    spec = study.spec
+    originals = {spec.patient_id, spec.patient_name, spec.accession, study.study_uid, "Beta"}
+    assert not run.leaks(originals)

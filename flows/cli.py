@@ -1,5 +1,5 @@
-"""The `dicomflow` command: receiver, autoload, serve, sql, catalog, quarantine, policy, demo
-and remote nodes.
+"""The `dicomflow` command: receiver, autoload, serve, sql, catalog, quarantine, policy, demo,
+report and remote nodes.
 
 Only this module exits the process; everything below raises typed errors, which
 `main` turns into one line on stderr.
@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalog.store import CatalogError
-from flows import importer, progress, remote, share, status
+from flows import importer, progress, remote, report, share, status
 from flows.args import positive_int
 from flows.remote import RemoteError
+from flows.report import ReportError
 from flows.serve import ServeError
 from flows.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 from receiver.durable import restrict_new_files
@@ -491,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     share.add_commands(sub, common)
     status.add_commands(sub, common)
     importer.add_commands(sub, common)
+    report.add_commands(sub, common)
     return parser
 
 
@@ -519,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         ServeError,
         ReceiverError,
         RemoteError,
+        ReportError,
         CatalogError,
     ) as exc:
         print(f"dicomflow: {exc}", file=sys.stderr)

@@ -82,3 +82,28 @@ def test_compact_counts_the_partitions_it_merges(settings: Settings, capsys) -> 
     assert main(["catalog", "compact"]) == 0  # not a terminal: no bar
     quiet = capsys.readouterr()
     assert quiet.err == "" and quiet.out.startswith("merged 0 parts")
+
+
+def test_retrieve_follows_the_job_with_a_bar(
+    prefect_harness, settings: Settings, capsys, monkeypatch
+) -> None:
+    """A node that answers nothing: the job's one row ends failed, and the bar saw it done."""
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("DICOMFLOW_RETRIEVE__RETRIES", "0")
+
+    job = settings.data_dir.parent / "job.csv"
+    job.write_text("StudyInstanceUID\n1.2.3.4\n")
+    node = f"NOBODY@127.0.0.1:{free_port()}"
+    args = ["retrieve", str(job), "--node", node, "--dest", "ELSEWHERE", "--job-id", "bar"]
+    assert main([*args, "--progress"]) == 1
+    shown = capsys.readouterr()
+    assert "retrieve bar" in shown.err and "━" in shown.err and "1/1" in shown.err
+    assert "not everything is archived (1 failed)" in shown.err, shown.err[-300:]
+    assert main(args) == 1  # the same job again, not in a terminal: no bar
+    quiet = capsys.readouterr()
+    assert "━" not in quiet.err and "1/1" not in quiet.err  # the bar's own marks
+    timeless = [
+        [x for x in out.splitlines() if "seconds" not in x] for out in (shown.out, quiet.out)
+    ]
+    assert timeless[0] == timeless[1] and "      states: {'failed': 1}" in timeless[0]

@@ -315,7 +315,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     refused = [r for r in results if not r.ok]
     print(f"sent {len(results)} files: {stored} stored by the receiver, {len(refused)} not stored")
     print("running the autoload flow ...")
-    with progress.bar("autoload", None, bars):
+    with progress.bar("autoload", None, bars, counted=False):
         summary = autoload()
     _print_summary(summary)
     con = catalog.connect(settings.catalog_store())

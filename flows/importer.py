@@ -41,7 +41,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     if args.autoload and report.imported:
         from flows.autoload import autoload
 
-        with progress.bar("autoload", None, progress.wanted(args.progress)):
+        with progress.bar("autoload", None, progress.wanted(args.progress), counted=False):
             summary = autoload()
         print(
             f"autoload: archived {summary.archived}, new versions {summary.versions}, "

@@ -51,8 +51,12 @@ class Bar:
 
 
 @contextmanager
-def bar(text: str, total: int | None, shown: bool) -> Iterator[Bar]:
-    """A bar of `total` steps (None: not known, it pulses) for the ``with`` block."""
+def bar(text: str, total: int | None, shown: bool, counted: bool = True) -> Iterator[Bar]:
+    """A bar of `total` steps (None: not known yet, it pulses) for the ``with`` block.
+
+    Not `counted`: a step that reports nothing until it ends (an autoload run) gets
+    a spinner and the time it has taken, no bar.
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -63,13 +67,8 @@ def bar(text: str, total: int | None, shown: bool) -> Iterator[Bar]:
         TimeElapsedColumn,
     )
 
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
+    counts = (BarColumn(), MofNCompleteColumn()) if counted else ()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), *counts, TimeElapsedColumn())
     # Forced on, it draws even where stderr is no terminal: the user asked for it.
     console = Console(stderr=True, force_terminal=shown)
     # Never redirect stdout: results printed meanwhile must reach it untouched.

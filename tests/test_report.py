@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import catalog
-from catalog.report_data import gather
+from catalog.report_data import TOP, gather
 from flows.cli import main
 from flows.settings import Settings
 from tests.corpus import DAYS, autoloaded_catalog
@@ -119,6 +119,8 @@ def test_report_data_answers_from_the_catalog(archive: Settings) -> None:
     assert dict(data.modalities)["CT"] > dict(data.modalities)["MR"] > 0
     assert data.sop_classes[0] == ("CT Image Storage", dict(data.modalities)["CT"])
     assert "JPEG Baseline (Process 1)" in dict(data.transfer_syntaxes)
+    for named in (data.sop_classes, data.transfer_syntaxes):  # the rest added up, none lost
+        assert len(named) <= TOP and sum(n for _, n in named) == instances
     assert {r for _, r, _ in data.quarantine} >= {"not-dicom", "dicomdir"}
     sizes = [b for _, b in data.archive_growth]
     assert sizes == sorted(sizes) and sizes[-1] == data.totals.archive_bytes

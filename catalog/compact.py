@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -156,11 +156,13 @@ def compact(
     store: CatalogStore,
     keep_replaced_seconds: float = DEFAULT_KEEP_SECONDS,
     min_parts: int = 2,
+    on_merged: Callable[[int, int], None] | None = None,
 ) -> CompactionResult:
     """Merge each partition's parts into one; delete what readers can no longer need.
 
     Safe while autoload writes (new parts published meanwhile are kept) and while
-    readers query. Raises `CompactionBusy` if another compaction runs.
+    readers query. Raises `CompactionBusy` if another compaction runs. `on_merged`
+    gets (partitions merged, partitions to merge) after each, for a progress bar.
     """
     started = time.perf_counter()
     result = CompactionResult()
@@ -172,9 +174,12 @@ def compact(
             store.delete(path)
         result.deleted = len(doomed)
         replacements: list[tuple[list[Part], Part]] = []
-        for (table, day), parts in sorted(_groups(manifest, min_parts).items()):
+        groups = sorted(_groups(manifest, min_parts).items())
+        for (table, day), parts in groups:
             replacements.append((parts, _merge(store, table, day, parts, Path(tmp))))
             result.partitions[f"{table}/{PARTITION_COLUMN}={day}"] = len(parts)
+            if on_merged is not None:
+                on_merged(len(replacements), len(groups))
 
         def swap(latest: Manifest) -> None:
             now = datetime.now(UTC)

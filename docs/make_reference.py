@@ -86,6 +86,13 @@ queries the same views: `dicomflow sql "..."` (`--format table|csv|json|parquet`
 `dicomflow catalog export --out catalog.duckdb` writes. All identifiers are the
 anonymized ones; dates are DATE values, times DICOM strings, timestamps UTC.
 
+Two ready uses of it: `dicomflow report --out report.html [--since DATE]` draws the
+catalog as one self-contained HTML page (arrivals per day, modalities, SOP classes and
+transfer syntaxes, quarantine reasons over time, archive growth; counts only, no patient
+data), and the notebook [examples/catalog_examples.ipynb](examples/catalog_examples.ipynb)
+opens it with `catalog.connect()` to answer research questions in SQL, plot one, and
+turn a result into a file list for a training set.
+
 ## Views
 
 | view | rows |

@@ -1,5 +1,5 @@
-"""The `dicomflow` command: receiver, autoload, serve, sql, catalog, quarantine, policy, demo
-and remote nodes.
+"""The `dicomflow` command: receiver, autoload, serve, sql, catalog, quarantine, policy, demo,
+report and remote nodes.
 
 Only this module exits the process; everything below raises typed errors, which
 `main` turns into one line on stderr.
@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalog.store import CatalogError
-from flows import importer, remote, share, status
+from flows import importer, progress, remote, report, share, status
 from flows.args import positive_int
 from flows.remote import RemoteError
+from flows.report import ReportError
 from flows.serve import ServeError
 from flows.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 from receiver.durable import restrict_new_files
@@ -146,7 +147,12 @@ def cmd_catalog_compact(settings: Settings, args: argparse.Namespace) -> int:
     """Merge small parts now (the `catalog-compact` deployment does it on a schedule)."""
     from catalog.compact import compact
 
-    result = compact(settings.catalog_store(), settings.catalog.keep_replaced_seconds)
+    with progress.bar("compacting", None, progress.wanted(args.progress)) as bar:
+        result = compact(
+            settings.catalog_store(),
+            settings.catalog.keep_replaced_seconds,
+            on_merged=lambda done, total: bar.update(done, total),
+        )
     for partition, parts in result.partitions.items():
         print(f"  {partition}: {parts} parts -> 1")
     print(
@@ -302,12 +308,15 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     preflight(settings)
     configure_logging(settings.data_dir, args.verbose)
     print(f"demo data root: {settings.data_dir.resolve()}")
+    bars = progress.wanted(args.progress)
     print("sending the sample files over C-STORE ...")
-    results, stored = send_samples(settings)
+    with progress.bar("sending", None, bars) as bar:
+        results, stored = send_samples(settings, lambda done, total: bar.update(done, total))
     refused = [r for r in results if not r.ok]
     print(f"sent {len(results)} files: {stored} stored by the receiver, {len(refused)} not stored")
     print("running the autoload flow ...")
-    summary = autoload()
+    with progress.bar("autoload", None, bars, counted=False):
+        summary = autoload()
     _print_summary(summary)
     con = catalog.connect(settings.catalog_store())
     print("\ninstances per modality:")
@@ -432,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     compact = cat_sub.add_parser(
         "compact", parents=[common], help="merge small Parquet parts (readers keep working)"
     )
+    progress.add_option(compact)
     compact.set_defaults(func=cmd_catalog_compact)
     export = cat_sub.add_parser(
         "export", parents=[common], help="write the catalog as one DuckDB database file"
@@ -476,11 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="send real sample files to a local receiver, autoload, summarize",
     )
+    progress.add_option(demo)
     demo.set_defaults(func=cmd_demo)
     remote.add_commands(sub, common)
     share.add_commands(sub, common)
     status.add_commands(sub, common)
     importer.add_commands(sub, common)
+    report.add_commands(sub, common)
     return parser
 
 
@@ -509,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         ServeError,
         ReceiverError,
         RemoteError,
+        ReportError,
         CatalogError,
     ) as exc:
         print(f"dicomflow: {exc}", file=sys.stderr)

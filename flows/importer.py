@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from flows import progress
 from flows.settings import Settings
 
 
@@ -14,8 +15,6 @@ class ImportStopped(Exception):
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
     from receiver.landing import LandingZone
     from receiver.space import NoRoom
     from tasks.importing import import_into
@@ -23,13 +22,11 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.paths]
     landing = LandingZone(settings.landing)
     counts = {"imported": 0, "skipped": 0, "failed": 0}
-    columns = (SpinnerColumn(), TextColumn("{task.description}"))
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("importing", total=None)
+    with progress.bar("importing", None, progress.wanted(args.progress)) as bar:
 
         def seen(where: str, outcome: str) -> None:
             counts[outcome] += 1
-            bar.update(task, description=", ".join(f"{v} {k}" for k, v in counts.items()))
+            bar.update(sum(counts.values()), text=", ".join(f"{v} {k}" for k, v in counts.items()))
 
         try:
             report = import_into(paths, landing, settings.receiver.min_free_bytes, seen)
@@ -44,7 +41,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     if args.autoload and report.imported:
         from flows.autoload import autoload
 
-        summary = autoload()
+        with progress.bar("autoload", None, progress.wanted(args.progress), counted=False):
+            summary = autoload()
         print(
             f"autoload: archived {summary.archived}, new versions {summary.versions}, "
             f"duplicates {summary.duplicates}, "
@@ -62,4 +60,5 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="folder, DICOMDIR or .zip")
     parser.add_argument("--autoload", action="store_true", help="run autoload afterwards")
+    progress.add_option(parser)
     parser.set_defaults(func=cmd_import)

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from flows import progress
 from flows.args import positive_int
 from flows.settings import Settings
 from receiver.scu import Peer, ScuError, echo, peer_for
@@ -269,7 +270,7 @@ def _nothing() -> Iterator[str]:
 
 def cmd_retrieve(settings: Settings, args: argparse.Namespace) -> int:
     from flows.retrieve import RetrieveError, read_requests, retrieve, summary_lines
-    from tasks.retrieval import job_id_for, read_progress
+    from tasks.retrieval import job_id_for
 
     if bool(args.job) == bool(args.sql):
         raise RemoteError("give a job file (CSV or Parquet) or --sql QUERY")
@@ -286,7 +287,7 @@ def cmd_retrieve(settings: Settings, args: argparse.Namespace) -> int:
         done = threading.Event()
         watcher = threading.Thread(
             target=_show_progress,
-            args=(settings, job_id, len(requests), done, read_progress),
+            args=(settings, job_id, len(requests), done, progress.wanted(args.progress)),
             daemon=True,
         )
         watcher.start()
@@ -313,19 +314,15 @@ def cmd_retrieve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _show_progress(
-    settings: Settings, job_id: str, total: int, done: threading.Event, read: Any
+    settings: Settings, job_id: str, total: int, done: threading.Event, shown: bool
 ) -> None:
-    """A progress bar fed by the job's progress file, until `done`."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    """A progress bar fed by the job's progress file (the flow may run elsewhere), until `done`."""
+    from tasks.retrieval import read_progress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(f"retrieve {job_id}", total=total)
+    with progress.bar(f"retrieve {job_id}", total, shown) as bar:
         while not done.wait(0.5):
-            state = read(settings.retrieve_dir, job_id)
-            bar.update(task, completed=state.get("done", 0))
-        state = read(settings.retrieve_dir, job_id)
-        bar.update(task, completed=state.get("done", 0))
+            bar.update(read_progress(settings.retrieve_dir, job_id).get("done", 0))
+        bar.update(read_progress(settings.retrieve_dir, job_id).get("done", 0))
 
 
 # --- the parsers ------------------------------------------------------------------------
@@ -389,4 +386,5 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     ret.add_argument("--sql", metavar="QUERY", help="DuckDB query giving the list instead")
     ret.add_argument("--job-id", help="name the job (default: derived from node and list)")
     ret.add_argument("--dest", metavar="AETITLE", help="destination (default: our receiver)")
+    progress.add_option(ret)
     ret.set_defaults(func=cmd_retrieve)

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows import progress
 from flows.args import positive_int
 from flows.remote import RemoteError, _peer
 from flows.settings import Settings
@@ -53,19 +54,15 @@ def report_lines(report: SendReport, limit: int = 20) -> list[str]:
 
 
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from receiver.scu import ScuError
     from receiver.send import send
 
     peer = _peer(settings, args)
     selected = _selection(settings, args)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(f"send to {args.node}", total=len(selected))
+    with progress.bar(f"send to {args.node}", len(selected), progress.wanted(args.progress)) as bar:
 
         def advance(_: Sent) -> None:
-            bar.advance(task)
+            bar.advance()
 
         try:
             report = send(
@@ -116,6 +113,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     send_p.add_argument(
         "--batch-size", type=positive_int, default=500, help="instances per association (500)"
     )
+    progress.add_option(send_p)
     send_p.set_defaults(func=cmd_send)
 
     export_p = sub.add_parser(

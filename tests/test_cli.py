@@ -33,7 +33,7 @@ def clean_env(data_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    "command", ["receive", "autoload", "serve", "sql", "catalog", "quarantine", "demo"]
+    "command", ["receive", "autoload", "serve", "sql", "catalog", "quarantine", "demo", "report"]
 )
 def test_every_command_has_help(command: str) -> None:
     result = run(command, "--help")

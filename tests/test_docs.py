@@ -42,3 +42,19 @@ def test_conformance_command_follows_the_settings(tmp_path: Path, monkeypatch, c
     assert main(["conformance"]) == 0
     text = capsys.readouterr().out
     assert "16384 bytes" in text and "Study Root Query/Retrieve Information Model - GET" not in text
+
+
+def test_architecture_names_only_modules_that_exist() -> None:
+    """docs/architecture.md names modules by path or by package table: each must exist."""
+    import re
+
+    text = (DOCS / "architecture.md").read_text()
+    root = DOCS.parent
+    paths = set(re.findall(r"\b((?:receiver|tasks|flows|catalog)/\w+\.py)", text))
+    package = ""
+    for named, modules in re.findall(r"^\|\s*(`\w+/`)?\s*\|([^|]+)\|", text, re.MULTILINE):
+        package = named.strip("`") or package
+        paths |= {package + name for name in re.findall(r"`(\w+\.py)`", modules)}
+    assert len(paths) > 40
+    assert not [p for p in sorted(paths) if not (root / p).is_file()]
+    assert "(docs/architecture.md)" in (root / "README.md").read_text()

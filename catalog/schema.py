@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from catalog import promoted
+
 PARTITION_COLUMN = "ingest_date"
 """Hive partition of every table: the UTC date a row was written (a folder, not a column)."""
 
@@ -91,6 +93,14 @@ def _counts(*levels: str) -> list[Column]:
     return [
         *(known[level] for level in levels),
         Column("total_bytes", pa.int64(), None, "Sum of the current instances' file sizes."),
+    ]
+
+
+def _promoted(keywords: tuple[str, ...]) -> list[Column]:
+    """Typed columns for header attributes also kept in dicom_json (catalog/promoted.py)."""
+    return [
+        Column(promoted.column_name(k), promoted.arrow_type(k), k, promoted.description(k))
+        for k in keywords
     ]
 
 
@@ -219,8 +229,7 @@ INSTANCES = Table(
             "anonymization_options",
             pa.string(),
             None,
-            "Profile options applied (anonymize.options), sorted, comma-separated; empty"
-            " for none.",
+            "Profile options applied (anonymize.options), sorted, comma-separated; empty for none.",
         ),
         Column("site_rules", pa.string(), None, "Name of the site rules applied, or none."),
         Column("transfer_syntax_uid", pa.string(), None, "Transfer syntax the file is stored in."),
@@ -249,6 +258,7 @@ INSTANCES = Table(
             "AE title of the sender (from its C-STORE receipt, or Source Application Entity"
             " Title in the file meta).",
         ),
+        *_promoted(promoted.INSTANCE_KEYWORDS),
         Column(
             "dicom_json",
             pa.string(),

@@ -426,3 +426,65 @@ def test_catalog_on_an_fsspec_url(ctx: IngestContext) -> None:
     assert compact(store).merged > 0
     assert rows(catalog.connect(url), "SELECT count(*) FROM instances") == [(2,)]
     assert check(store, ctx.archive_dir).problems == []
+
+
+REAL_FILES = (
+    "CT_small.dcm",
+    "693_UNCR.dcm",
+    "MR_small.dcm",
+    "MR2_UNCR.dcm",
+    "emri_small.dcm",
+    "US1_UNCR.dcm",
+    "JPEG2000.dcm",
+    "rtdose.dcm",
+)
+
+
+def keyword_columns() -> list[tuple[str, str]]:
+    """(column, the same value from dicom_json in SQL) for every keyword-backed column."""
+    from catalog.promoted import json_sql
+    from catalog.schema import INSTANCES
+
+    return [
+        (c.name, json_sql(c.keyword, c.type)) for c in INSTANCES.columns if c.keyword is not None
+    ]
+
+
+def test_promoted_columns_hold_the_values_of_the_json_header(ctx: IngestContext) -> None:
+    landing = ctx.archive_dir.parent / "landing"
+    files = [dcmread(get_testdata_file(name)) for name in REAL_FILES]
+    assert run_batch(ctx, land(landing, *files)) == len(files)
+    con = catalog.connect(ctx.catalog_dir)
+    for column, from_json in keyword_columns():
+        differ = rows(
+            con,
+            f"SELECT sop_instance_uid, {column}, {from_json} FROM instances"
+            f" WHERE {column} IS DISTINCT FROM {from_json}",
+        )
+        assert differ == [], column
+    filled = dict(
+        rows(
+            con,
+            "SELECT 'kvp', count(kvp) FROM instances UNION ALL"
+            " SELECT 'pixel_spacing', count(pixel_spacing) FROM instances UNION ALL"
+            " SELECT 'image_type', count(image_type) FROM instances UNION ALL"
+            " SELECT 'echo_time', count(echo_time) FROM instances UNION ALL"
+            " SELECT 'manufacturer', count(manufacturer) FROM instances",
+        )
+    )
+    assert all(filled.values()), filled
+    ct = rows(
+        con,
+        "SELECT kvp, pixel_spacing, image_type, manufacturer, x_ray_tube_current FROM instances"
+        " WHERE modality = 'CT' AND rows = 128",
+    )
+    original = dcmread(get_testdata_file("CT_small.dcm"))
+    assert ct == [
+        (
+            float(original.KVP),
+            [float(v) for v in original.PixelSpacing],
+            "\\".join(original.ImageType),
+            original.Manufacturer,
+            int(original.XRayTubeCurrent),
+        )
+    ]

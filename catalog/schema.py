@@ -434,3 +434,21 @@ def arrow_schema(table: str) -> pa.Schema:
     return pa.schema(
         pa.field(c.name, c.type, metadata={"description": c.description}) for c in TABLES[table]
     )
+
+
+def duckdb_type(kind: pa.DataType) -> str:
+    """The DuckDB type DuckDB reads an Arrow column type as (for NULLs a part lacks)."""
+    if pa.types.is_list(kind):
+        return f"{duckdb_type(kind.value_type)}[]"
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMP WITH TIME ZONE" if kind.tz else "TIMESTAMP"
+    for test, name in (
+        (pa.types.is_string, "VARCHAR"),
+        (pa.types.is_int64, "BIGINT"),
+        (pa.types.is_float64, "DOUBLE"),
+        (pa.types.is_boolean, "BOOLEAN"),
+        (pa.types.is_date32, "DATE"),
+    ):
+        if test(kind):
+            return name
+    raise TypeError(f"no DuckDB type for {kind}")

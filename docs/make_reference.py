@@ -118,7 +118,22 @@ history without the superseded versions.
   setting rewrites nothing: the old unit's records stay (filter on `record_unit`),
   and a record of the new unit appears when its unit next changes.
 
-Two functions work on the `dicom_json` column:
+The header attributes researchers filter on most are typed columns of `instances`
+(besides `rows`, `columns`, `number_of_frames` and `slice_thickness`): `manufacturer`,
+`manufacturer_model_name`, `software_versions`, `body_part_examined`,
+`patient_position`, `image_type`, `photometric_interpretation`, `bits_stored`,
+`pixel_spacing` (a list of two doubles), `spacing_between_slices`,
+`image_laterality`, `view_position`, `kvp`, `x_ray_tube_current`, `exposure_time`,
+`convolution_kernel`, `magnetic_field_strength`, `sequence_name`,
+`scanning_sequence`, `mr_acquisition_type`, `repetition_time`, `echo_time`,
+`inversion_time` and `flip_angle`. They hold what `dicom_json` holds, converted: a
+number's first value, all values of a text joined by `\\` as DICOM writes them. Their
+keywords are listed once, in `catalog/promoted.py`; name, type and meaning come from
+pydicom's data dictionary, so promoting another attribute is adding its keyword
+there. Reading a typed column costs milliseconds per million instances; parsing the
+JSON header costs about a second (see Performance below).
+
+Two functions work on the `dicom_json` column, for every other attribute:
 
 - `dicom_tag('SliceThickness')` gives `'00180050'`.
 - `dicom_value(dicom_json, 'SliceThickness')` gives the first value as text, or NULL.
@@ -154,12 +169,22 @@ CATALOG_LAYOUT = """## Layout on disk
   consistent snapshot. Reconnect to see later writes.
 - **Compaction**: `dicomflow catalog compact`, the `catalog-compact` deployment
   (hourly) and `dicomflow serve` (every `catalog.compact_interval_seconds`) merge the
-  parts of each table and day into one sorted part. The manifest swap is atomic, as
+  parts of each table and day into one sorted part. For a versioned table that is two
+  parts: one of the rows current at that moment and one of the superseded rows (the
+  manifest marks them `current_as_of` its generation, and `replaced`). A current view
+  reads the first kind as it is and skips the second; only parts written since, and
+  compacted parts a later `superseded` row names, are joined against `superseded`
+  (which means reading every key of those parts). The manifest swap is atomic, as
   above, and the rows and their history are copied unchanged. A merged-away part
   leaves the manifest at once but stays on disk for
   `catalog.keep_replaced_seconds` (a day), so connections opened before the merge
   keep working. A later compaction deletes it, along with any part older than that
   which no manifest lists (left by a writer that died before publishing it).
+- **Older parts**: parts are read by column name, so a part written before a column
+  existed reads as NULL in it. Compaction rewrites such parts, filling a column that
+  comes from a DICOM keyword (the promoted columns) from the part's own `dicom_json`,
+  as ingest would have filled it; a catalog written before the promoted columns is
+  migrated by its next `dicomflow catalog compact`.
 - **Receipts**: the manifest also records how far each receipts log has been read.
   That position is published in the same swap as the rows read, so a line is never
   lost and never counted twice.
@@ -235,21 +260,22 @@ SELECT study_instance_uid, study_date, num_series FROM studies
 WHERE study_date BETWEEN DATE '2026-01-01' AND DATE '2026-01-31'
   AND list_contains(string_split(modalities, ','), 'MR');
 
--- thin-slice CT: the typed column, and the same from the JSON header
+-- thin-slice CT: the typed column, and the same from the JSON header (a hundred times slower)
 SELECT series_instance_uid, min(slice_thickness) AS thinnest FROM instances
 WHERE modality = 'CT' AND slice_thickness < 1 GROUP BY ALL;
 SELECT DISTINCT series_instance_uid FROM instances
 WHERE modality = 'CT' AND TRY_CAST(dicom_value(dicom_json, 'SliceThickness') AS DOUBLE) < 1;
 
--- MR with a given Sequence Name (any attribute works the same way)
+-- MR with a given Sequence Name
 SELECT DISTINCT study_instance_uid, series_instance_uid FROM instances
-WHERE modality = 'MR' AND dicom_value(dicom_json, 'SequenceName') = '*tfl3d1_16ns';
+WHERE modality = 'MR' AND sequence_name = '*tfl3d1_16ns';
 
--- count by Manufacturer and Manufacturer's Model Name, from the JSON header
-SELECT dicom_value(dicom_json, 'Manufacturer') AS manufacturer,
-       dicom_value(dicom_json, 'ManufacturerModelName') AS model,
-       count(*) AS instances
+-- count by Manufacturer and Manufacturer's Model Name
+SELECT manufacturer, manufacturer_model_name, count(*) AS instances
 FROM instances GROUP BY ALL ORDER BY instances DESC;
+
+-- an attribute that is not a column: from the JSON header
+SELECT dicom_value(dicom_json, 'StationName') AS station, count(*) FROM instances GROUP BY ALL;
 
 -- a value inside a sequence: the first item's code meaning
 SELECT json_extract_string(dicom_json, '$."00081032".Value[0]."00080104".Value[0]')

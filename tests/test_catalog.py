@@ -488,3 +488,118 @@ def test_promoted_columns_hold_the_values_of_the_json_header(ctx: IngestContext)
             int(original.XRayTubeCurrent),
         )
     ]
+
+
+VERSIONED = ("patients", "studies", "series", "instances", "records", "quarantine")
+
+
+def current_by_definition(con, table: str) -> str:
+    """A current view as docs/catalog.md defines it: its history without superseded rows."""
+    from catalog.schema import KEYS
+
+    return (
+        f"SELECT h.* FROM {table}_history h ANTI JOIN (SELECT key, version FROM superseded"
+        f" WHERE table_name = '{table}') s ON h.{KEYS[table]} = s.key AND h.version = s.version"
+    )
+
+
+def assert_views_as_defined(store: CatalogStore) -> None:
+    con = catalog.connect(store)
+    for table in VERSIONED:
+        view = "quarantine_current" if table == "quarantine" else table
+        defined = current_by_definition(con, table)
+        for a, b in ((view, f"({defined})"), (f"({defined})", view)):
+            assert rows(con, f"SELECT count(*) FROM (FROM {a} EXCEPT ALL FROM {b})") == [(0,)]
+        assert rows(con, f"SELECT count(*) FROM {view}") == rows(
+            con, f"SELECT count(*) FROM ({defined})"
+        )
+
+
+def test_compaction_sorts_current_from_superseded_rows_and_views_keep_their_rows(
+    ctx: IngestContext,
+) -> None:
+    from catalog.current import current_parts
+
+    landing = ctx.archive_dir.parent / "landing"
+    first = [instance("P1", "1.2.9.1", "1.2.9.1.1", f"1.2.9.1.1.{i}") for i in range(3)]
+    run_batch(ctx, land(landing, *first, instance("P2", "1.2.8.1", "1.2.8.1.1", "1.2.8.1.1.1")))
+    first[0].SliceThickness = "2.5"  # re-sent with other content: a new version
+    run_batch(ctx, land(landing, first[0]))
+    store = ctx.store()
+    assert_views_as_defined(store)
+    history = rows(catalog.connect(store), "SELECT count(*) FROM instances_history")
+
+    compact(store)
+    manifest = store.read_manifest()
+    replaced = {p.table for p in manifest.parts if p.replaced}
+    assert replaced == {"instances", "series", "studies", "patients", "records"}
+    assert all(
+        p.current_as_of == manifest.generation - 1 or p.replaced or p.table in ("superseded",)
+        for p in manifest.parts
+    )
+    con = catalog.connect(store)
+    assert rows(con, "SELECT count(*) FROM instances_history") == history
+    plans = current_parts(con, store, manifest)
+    assert all(not plan.check for plan in plans.values()), "nothing left to join"
+    assert_views_as_defined(store)
+
+    # A later batch supersedes rows of the compacted parts: the views join those again.
+    first[1].SliceThickness = "3.0"
+    run_batch(ctx, land(landing, first[1], instance("P1", "1.2.9.1", "1.2.9.1.1", "1.2.9.1.1.9")))
+    assert_views_as_defined(store)
+    assert rows(
+        catalog.connect(store),
+        "SELECT version, num_instances FROM series WHERE num_instances = 4",
+    ) == [(3, 4)]
+    compact(store)
+    assert_views_as_defined(store)
+    con = catalog.connect(store)
+    assert all(not plan.check for plan in current_parts(con, store, store.read_manifest()).values())
+    assert compact(store).merged == 0, "a sorted catalog stays as it is"
+
+
+def test_parts_of_the_old_schema_read_and_compaction_fills_their_promoted_columns(
+    ctx: IngestContext,
+) -> None:
+    import pyarrow.parquet as pq
+
+    from catalog.promoted import INSTANCE_KEYWORDS, column_name
+
+    landing = ctx.archive_dir.parent / "landing"
+    files = [dcmread(get_testdata_file(name)) for name in REAL_FILES[:4]]
+    run_batch(ctx, land(landing, *files))
+    store = ctx.store()
+    promoted = [column_name(k) for k in INSTANCE_KEYWORDS]
+    ingested = rows(
+        catalog.connect(store),
+        f"SELECT sop_instance_uid, {', '.join(promoted)} FROM instances ORDER BY 1",
+    )
+    # The catalog as the code before promoted columns wrote it: parts without those
+    # columns, a manifest without generations.
+    (part,) = store.read_manifest().of("instances")
+    path = Path(store.uri(part.path))
+    pq.write_table(pq.read_table(path).drop_columns(promoted), path)
+    manifest = json.loads((ctx.catalog_dir / "_manifest.json").read_text())
+    for entry in manifest["parts"]:
+        entry.pop("generation")
+        entry.pop("current_as_of")
+        entry.pop("replaced")
+    (ctx.catalog_dir / "_manifest.json").write_text(json.dumps(manifest))
+
+    con = catalog.connect(store)
+    assert rows(con, "SELECT count(*), count(manufacturer), count(rows) FROM instances") == [
+        (len(files), 0, len(files))
+    ]
+    assert_views_as_defined(store)
+    run_batch(ctx, land(landing, instance("P1", "1.2.9.1", "1.2.9.1.1", "1.2.9.1.1.1")))
+    compact(store)
+    con = catalog.connect(store)
+    migrated = rows(
+        con,
+        f"SELECT sop_instance_uid, {', '.join(promoted)} FROM instances"
+        " WHERE sop_instance_uid IN (SELECT unnest(?)) ORDER BY 1",
+        [[r[0] for r in ingested]],
+    )
+    assert migrated == ingested, "filled from dicom_json as ingest fills them"
+    listed = store.read_manifest().of("instances")
+    assert all(store.columns(p.path) >= set(promoted) for p in listed), "migrated on disk"

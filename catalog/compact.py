@@ -31,7 +31,14 @@ import pyarrow.parquet as pq
 
 from catalog.current import tables_named
 from catalog.promoted import json_sql
-from catalog.schema import ALL_TABLES, PARTITION_COLUMN, TABLE_BY_NAME, Table, duckdb_type
+from catalog.schema import (
+    ALL_TABLES,
+    PARTITION_COLUMN,
+    TABLE_BY_NAME,
+    Table,
+    duckdb_type,
+    layout,
+)
 from catalog.store import (
     COMPRESSION,
     ROW_GROUP_ROWS,
@@ -153,13 +160,12 @@ def _versioned_groups(store: CatalogStore, manifest: Manifest) -> dict[tuple[str
     for (table, day), parts in groups.items():
         clean = [p for p in parts if p.current_as_of is not None]
         replaced = [p for p in parts if p.replaced]
-        names = set(TABLE_BY_NAME[table].names)
         if (
             len(clean) + len(replaced) < len(parts)
             or len(clean) > 1
             or len(replaced) > 1
             or (table, day) in stale
-            or any(not names <= store.columns(p.path) for p in parts)
+            or any(p.layout != layout(table) for p in parts)
         ):
             wanted[(table, day)] = parts
     return wanted
@@ -297,7 +303,7 @@ def _write(
     else:
         store.fs.put_file(str(local), store.path(relpath))
         local.unlink()
-    return Part(table, relpath, rows, size, **flags)
+    return Part(table, relpath, rows, size, layout=layout(table), **flags)
 
 
 def _expired(store: CatalogStore, manifest: Manifest, keep: timedelta, now: datetime) -> list[str]:

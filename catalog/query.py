@@ -20,7 +20,14 @@ import pyarrow as pa
 from pydicom.datadict import DicomDictionary
 
 from catalog.current import current_parts
-from catalog.schema import ALL_TABLES, PARTITION_COLUMN, Table, arrow_schema, duckdb_type
+from catalog.schema import (
+    ALL_TABLES,
+    PARTITION_COLUMN,
+    Table,
+    arrow_schema,
+    duckdb_type,
+    layout,
+)
 from catalog.store import CatalogStore, Manifest, Part, open_store
 
 _CURRENT = """
@@ -105,11 +112,10 @@ def _read(
     """The rows of `parts`, with every column of `table` and the partition column."""
     if not parts:
         return con.sql(f"SELECT {_columns(table, None)} WHERE false")
-    relation = con.read_parquet(
-        [store.uri(p.path) for p in parts], hive_partitioning=True, union_by_name=True
-    )
-    if relation.columns == [*table.names, PARTITION_COLUMN]:
-        return relation  # every part has every column, as parts written now do
+    paths = [store.uri(p.path) for p in parts]
+    if all(p.layout == layout(table.name) for p in parts):
+        return con.read_parquet(paths, hive_partitioning=True)
+    relation = con.read_parquet(paths, hive_partitioning=True, union_by_name=True)
     return relation.select(_columns(table, set(relation.columns)))
 
 

@@ -11,6 +11,7 @@ or group the history to find what is current.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -427,6 +428,16 @@ UNIT_TABLES = ("patients", "studies", "series")
 TABLES: dict[str, list[Column]] = {t.name: list(t.columns) for t in ALL_TABLES}
 KEYS: dict[str, str] = {t.name: t.key for t in ALL_TABLES if t.key is not None}
 """The column that identifies one record of each versioned table."""
+
+
+def layout(table: str) -> str:
+    """A fingerprint of the table's column names in order, kept with each part written.
+
+    Parts of the current layout are read as they are; others (written before a
+    column was added) are read by name, which costs DuckDB a footer read per part
+    each time a query binds.
+    """
+    return hashlib.sha256(",".join(TABLE_BY_NAME[table].names).encode()).hexdigest()[:12]
 
 
 def arrow_schema(table: str) -> pa.Schema:

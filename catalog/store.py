@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from catalog.schema import PARTITION_COLUMN, TABLE_BY_NAME, arrow_schema
+from catalog.schema import PARTITION_COLUMN, TABLE_BY_NAME, arrow_schema, layout
 from receiver.durable import fsync_dir, write_atomic, write_atomic_with
 
 MANIFEST = "_manifest.json"
@@ -71,6 +71,8 @@ class Part:
     generation or earlier."""
     replaced: bool = False
     """Set by compaction: every row here is superseded; the current views skip the part."""
+    layout: str = ""
+    """`catalog.schema.layout` of the columns written ("": unknown, from older code)."""
 
     @property
     def ingest_date(self) -> str:
@@ -265,7 +267,7 @@ class CatalogStore:
             with self.fs.open(target, "wb") as fh:
                 writer(fh)
             size = int(self.fs.size(target))
-        return Part(table, relpath, rows.num_rows, size)
+        return Part(table, relpath, rows.num_rows, size, layout=layout(table))
 
     def append(
         self,

@@ -581,9 +581,8 @@ def test_parts_of_the_old_schema_read_and_compaction_fills_their_promoted_column
     pq.write_table(pq.read_table(path).drop_columns(promoted), path)
     manifest = json.loads((ctx.catalog_dir / "_manifest.json").read_text())
     for entry in manifest["parts"]:
-        entry.pop("generation")
-        entry.pop("current_as_of")
-        entry.pop("replaced")
+        for new in ("generation", "current_as_of", "replaced", "layout"):
+            entry.pop(new)
     (ctx.catalog_dir / "_manifest.json").write_text(json.dumps(manifest))
 
     con = catalog.connect(store)

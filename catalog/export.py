@@ -111,9 +111,9 @@ def export_database(store: CatalogStore, out: Path) -> dict[str, int]:
             for table in ALL_TABLES:
                 name = history_view(table)
                 source.execute(f"CREATE TABLE exported.{name} AS SELECT * FROM {name}")
-                counts[name] = source.execute(f"SELECT count(*) FROM exported.{name}").fetchall()[
-                    0
-                ][0]
+                counts[name] = source.execute(
+                    f"SELECT count(*) FROM exported.{name}"
+                ).fetchall()[0][0]
             source.execute("CREATE TABLE exported.dicom_keywords AS SELECT * FROM dicom_keywords")
             source.execute("DETACH exported")
         finally:

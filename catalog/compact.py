@@ -341,18 +341,19 @@ def compact(
             store.delete(path)
         result.deleted = len(doomed)
         groups = _groups(manifest, min_parts) | _versioned_groups(store, manifest)
-        gone = _superseded_keys(store, manifest) if groups else {}
+        keys = _superseded_keys(store, manifest) if groups else {}
         replacements: list[tuple[list[Part], list[Part]]] = []
         for (table, day), parts in sorted(groups.items()):
-            merged = _merge(store, table, day, parts, Path(tmp), manifest, gone.get(table))
+            merged = _merge(store, table, day, parts, Path(tmp), manifest, keys.get(table))
             replacements.append((parts, merged))
             result.partitions[f"{table}/{PARTITION_COLUMN}={day}"] = len(parts)
         rewritten = {p.path for parts, _ in replacements for p in parts}
-        # Current parts left as they are were checked against every superseded part read.
+        newest = max((p.generation for p in manifest.of("superseded")), default=0)
+        # Current parts left as they are: checked against the superseded parts since.
         checked = {
             p.path
             for p in manifest.parts
-            if p.current_as_of is not None and p.path not in rewritten
+            if p.current_as_of is not None and p.current_as_of < newest and p.path not in rewritten
         }
 
         def swap(latest: Manifest) -> None:
@@ -371,13 +372,7 @@ def compact(
                 for p in latest.parts
             ]
 
-        if (
-            doomed
-            or replacements
-            or any(
-                p.current_as_of != manifest.generation for p in manifest.parts if p.path in checked
-            )
-        ):
+        if doomed or replacements or checked:
             store.commit(swap)
         result.merged = sum(len(inputs) for inputs, _ in replacements)
         result.written = sum(len(outputs) for _, outputs in replacements)

@@ -63,10 +63,11 @@ def with_partition(schema: pa.Schema) -> pa.Schema:
 
 
 @functools.cache
-def dicom_keywords() -> pa.Table:
-    """DICOM keyword -> tag as DICOM JSON spells it (``00180050``), from pydicom's dictionary."""
+def dicom_keywords() -> tuple[list[str], list[str]]:
+    """DICOM keywords, and each one's tag as DICOM JSON spells it (``00180050``), from
+    pydicom's dictionary."""
     pairs = sorted((entry[4], f"{tag:08X}") for tag, entry in DicomDictionary.items() if entry[4])
-    return pa.table({"keyword": [k for k, _ in pairs], "tag": [t for _, t in pairs]})
+    return [k for k, _ in pairs], [t for _, t in pairs]
 
 
 def superseded_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -128,7 +129,11 @@ def attach(con: duckdb.DuckDBPyConnection, store: CatalogStore, manifest: Manife
         _read(con, store, table, manifest.of(table.name)).create_view(
             history_view(table), replace=True
         )
-    con.register("dicom_keywords", dicom_keywords())
+    # Plain lists, not an Arrow table: building one from Python imports pandas (0.5 s).
+    con.execute(
+        "CREATE TEMP TABLE dicom_keywords AS SELECT unnest(?) AS keyword, unnest(?) AS tag",
+        list(dicom_keywords()),
+    )
     plans = current_parts(con, store, manifest)
     for table in ALL_TABLES:
         if not table.versioned:

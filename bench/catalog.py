@@ -546,6 +546,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--small-files", type=int, default=1000)
     parser.add_argument("--small-file-rows", type=int, default=200, help="autoload's batch size")
     parser.add_argument("--keep", type=Path, help="build the catalog in this folder, keep it")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="only time the queries, on the catalog --keep built before (same sizes and seed)",
+    )
     parser.add_argument("--seed", type=int, default=5)
     return parser.parse_args(argv)
 
@@ -556,9 +561,17 @@ def main(argv: list[str] | None = None) -> int:
         print("need patients <= studies <= series <= instances", file=sys.stderr)
         return 2
     folder = args.keep or Path(tempfile.mkdtemp(prefix="dicomflow-bench-catalog-"))
-    shutil.rmtree(folder, ignore_errors=True)
     store = CatalogStore(folder)
     rng = np.random.default_rng(args.seed)
+    if args.reuse:
+        if args.keep is None:
+            print("--reuse needs --keep", file=sys.stderr)
+            return 2
+        shape = make_shape(rng, args.patients, args.studies, args.series, args.instances)
+        print(f"queries on the catalog in {folder} as it is:", flush=True)
+        time_queries(store, folder, shape)
+        return 0
+    shutil.rmtree(folder, ignore_errors=True)
     print(
         f"catalog of {args.instances:,} instances, {args.series:,} series, {args.studies:,}"
         f" studies, {args.patients:,} patients in {folder}",

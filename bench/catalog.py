@@ -501,6 +501,21 @@ def new_study(shape: Shape, batch_no: int, size: int) -> list[dict[str, dict[str
     return batch
 
 
+def resend(store: CatalogStore, shape: Shape, index: int) -> None:
+    """Instance `index` re-sent with other content: a version 2 superseding a compacted row."""
+    row = instance_rows(shape, index, index + 1).to_pylist()[0]
+    row |= {"version": 2, "sha256": "f" * 64}
+    ids = {k: row[k] for k in ("patient_id", "study_instance_uid")}
+    lineage = {"run_id": "bench-resend", "recorded_at": datetime.now(UTC)}
+    batch = {
+        "patients": {"patient_id": row["patient_id"]} | lineage,
+        "studies": ids | lineage,
+        "series": ids | {"series_instance_uid": row["series_instance_uid"]} | lineage,
+        "instances": row | lineage,
+    }
+    assert record_batch(store, [batch], "study", "bench-resend").instances == 1
+
+
 def time_batches(store: CatalogStore, shape: Shape, batches: int, size: int) -> None:
     seconds = []
     for n in range(batches):
@@ -595,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         print("autoload's catalog write per batch:", flush=True)
         time_batches(store, shape, args.batches, args.batch_size)
         print(f"queries after {args.batches} more batches, before the next compaction:")
+        time_queries(store, folder, shape)
+        resend(store, shape, args.instances // 2)
+        print("queries after a re-sent instance too (the instances views join again):")
         time_queries(store, folder, shape)
         print(f"compaction of {args.small_files} small files:", flush=True)
         time_compaction(store, shape, args.small_files, args.small_file_rows)

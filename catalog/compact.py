@@ -123,7 +123,7 @@ def _stale_days(
         return set()
     later = [p for p in manifest.of("superseded") if p.generation > since]
     named = tables_named(con, store, later)
-    later = [p for p in later if table.name in named[p.path]]
+    later = [p for p in later if any(t == table.name for t, _ in named[p.path])]
     if not later:
         return set()
     rows = con.read_parquet([store.uri(p.path) for p in clean], hive_partitioning=True)

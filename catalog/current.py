@@ -7,7 +7,8 @@ each partition into a part of current rows (`Part.current_as_of`: none of its ro
 is superseded by a `superseded` part of that generation or earlier) and a part of
 superseded rows (`Part.replaced`). A current view then reads
 
-- the current parts as they are, unless a later `superseded` part names its table;
+- the current parts as they are, unless a later `superseded` part names a row of their
+  table and partition (or of their table, for rows written before partitions were named);
 - the other parts (written since the last compaction, or from a catalog older than
   this scheme) joined against `superseded`, as before;
 - nothing of the replaced parts.
@@ -35,15 +36,20 @@ class CurrentParts:
 
 def tables_named(
     con: duckdb.DuckDBPyConnection, store: CatalogStore, parts: list[Part]
-) -> dict[str, set[str]]:
-    """The tables each of `parts` (of `superseded`) names: path -> table names."""
+) -> dict[str, set[tuple[str, str | None]]]:
+    """What each of `parts` (of `superseded`) names: path -> (table, partition of the
+    replaced rows, None where unknown)."""
     if not parts:
         return {}
     path_of = {store.uri(p.path): p.path for p in parts}
-    relation = con.read_parquet(list(path_of), filename=True)
-    named: dict[str, set[str]] = {p.path: set() for p in parts}
-    for filename, table in relation.select("filename, table_name").distinct().fetchall():
-        named[path_of[str(filename)]].add(str(table))
+    relation = con.read_parquet(list(path_of), filename=True, union_by_name=True)
+    if "replaced_ingest_date" not in relation.columns:  # written before it was recorded
+        relation = relation.select("*, CAST(NULL AS DATE) AS replaced_ingest_date")
+    named: dict[str, set[tuple[str, str | None]]] = {p.path: set() for p in parts}
+    for filename, table, day in (
+        relation.select("filename, table_name, replaced_ingest_date").distinct().fetchall()
+    ):
+        named[path_of[str(filename)]].add((str(table), None if day is None else str(day)))
     return named
 
 
@@ -63,7 +69,7 @@ def current_parts(
         named = tables_named(con, store, superseded)
     else:
         named = tables_named(con, store, [p for p in superseded if p.generation > (since or 0)])
-    ever = set().union(*named.values())
+    ever = {table for entries in named.values() for table, _ in entries}
     generation = {p.path: p.generation for p in superseded}
     plans = {}
     for name in versioned:
@@ -75,9 +81,10 @@ def current_parts(
             if part.current_as_of is None:
                 (check if name in ever else clean).append(part)
                 continue
-            checked_at = part.current_as_of
+            checked_at, day = part.current_as_of, part.ingest_date
             newer = any(
-                name in tables and generation[path] > checked_at for path, tables in named.items()
+                generation[path] > checked_at and bool({(name, day), (name, None)} & entries)
+                for path, entries in named.items()
             )
             (check if newer else clean).append(part)
         plans[name] = CurrentParts(clean, check)

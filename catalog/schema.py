@@ -404,6 +404,13 @@ SUPERSEDED = Table(
         Column("table_name", pa.string(), None, "Table of the replaced row."),
         Column("key", pa.string(), None, "Key of the replaced row."),
         Column("version", pa.int64(), None, "Version that is no longer current."),
+        Column(
+            "replaced_ingest_date",
+            pa.date32(),
+            None,
+            "Partition (ingest_date) of the replaced row; empty where its writer did not say."
+            " The current views look for the row in that partition only.",
+        ),
         *_lineage(),
     ),
     key=None,

@@ -528,6 +528,12 @@ def test_compaction_sorts_current_from_superseded_rows_and_views_keep_their_rows
     store = ctx.store()
     assert_views_as_defined(store)
     history = rows(catalog.connect(store), "SELECT count(*) FROM instances_history")
+    ((named, placed),) = rows(
+        catalog.connect(store),
+        "SELECT count(*), count(replaced_ingest_date) FILTER (WHERE replaced_ingest_date ="
+        " (SELECT max(ingest_date) FROM instances_history)) FROM superseded",
+    )
+    assert named == placed == 5, "each superseded row says which partition holds its row"
 
     compact(store)
     manifest = store.read_manifest()

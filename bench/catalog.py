@@ -340,19 +340,24 @@ def build(store: CatalogStore, shape: Shape, resent: int, rng: np.random.Generat
             ).to_arrow_table()
             when = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
             parts.append(store.write_part(table, rows.cast(arrow_schema(table)), when))
-    superseded = con.sql(
+    superseded = con.sql(  # with the partition each replaced version was written to
         " UNION ALL ".join(
-            f"SELECT '{t}' AS table_name, {k} AS key, version FROM {t}_v WHERE NOT final"
+            f"SELECT '{t}' AS table_name, {k} AS key, version, recorded_at::DATE FROM {t}_v"
+            " WHERE NOT final"
             for t, k in (*KEY.items(), ("records", "record_key"))
         )
     ).fetchall()
-    superseded += [("instances", uid(3, i), 1) for i in again]
+    superseded += [
+        ("instances", uid(3, i), 1, (FIRST_DAY + timedelta(days=i // per_day)).date())
+        for i in again
+    ]
     now = FIRST_DAY + timedelta(days=DAYS - 1)
     rows = pa.table(
         {
-            "table_name": [t for t, _, _ in superseded],
-            "key": [k for _, k, _ in superseded],
-            "version": [v for _, _, v in superseded],
+            "table_name": [row[0] for row in superseded],
+            "key": [row[1] for row in superseded],
+            "version": [row[2] for row in superseded],
+            "replaced_ingest_date": [row[3] for row in superseded],
             "run_id": ["bench"] * len(superseded),
             "recorded_at": [now] * len(superseded),
         },
@@ -612,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"queries after {args.batches} more batches, before the next compaction:")
         time_queries(store, folder, shape)
         resend(store, shape, args.instances // 2)
-        print("queries after a re-sent instance too (the instances views join again):")
+        print("queries after a re-sent instance too (its partition joined again):")
         time_queries(store, folder, shape)
         print(f"compaction of {args.small_files} small files:", flush=True)
         time_compaction(store, shape, args.small_files, args.small_file_rows)

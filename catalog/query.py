@@ -10,6 +10,7 @@ quarantine now.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,16 @@ import duckdb
 import pyarrow as pa
 from pydicom.datadict import DicomDictionary
 
-from catalog.schema import ALL_TABLES, PARTITION_COLUMN, Table, arrow_schema
-from catalog.store import CatalogStore, Manifest, open_store
+from catalog.current import current_parts
+from catalog.schema import (
+    ALL_TABLES,
+    PARTITION_COLUMN,
+    Table,
+    arrow_schema,
+    duckdb_type,
+    layout,
+)
+from catalog.store import CatalogStore, Manifest, Part, open_store
 
 _CURRENT = """
 CREATE OR REPLACE {temp} VIEW {view} AS
@@ -53,10 +62,12 @@ def with_partition(schema: pa.Schema) -> pa.Schema:
     return schema.append(pa.field(PARTITION_COLUMN, pa.date32()))
 
 
-def dicom_keywords() -> pa.Table:
-    """DICOM keyword -> tag as DICOM JSON spells it (``00180050``), from pydicom's dictionary."""
+@functools.cache
+def dicom_keywords() -> tuple[list[str], list[str]]:
+    """DICOM keywords, and each one's tag as DICOM JSON spells it (``00180050``), from
+    pydicom's dictionary."""
     pairs = sorted((entry[4], f"{tag:08X}") for tag, entry in DicomDictionary.items() if entry[4])
-    return pa.table({"keyword": [k for k, _ in pairs], "tag": [t for _, t in pairs]})
+    return [k for k, _ in pairs], [t for _, t in pairs]
 
 
 def superseded_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -82,23 +93,69 @@ def create_views(con: duckdb.DuckDBPyConnection, temp: bool = True) -> None:
     con.execute(_MACROS.format(temp=kind))
 
 
+def _columns(table: Table, have: set[str] | None) -> str:
+    """The select list of `table` and its partition column, NULL for columns not in `have`.
+
+    Parts written before a column existed lack it (schema evolution: parts are read
+    by name, and compaction fills promoted columns from dicom_json).
+    """
+    return ", ".join(
+        f'"{f.name}"'
+        if have is not None and f.name in have
+        else f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"'
+        for f in with_partition(arrow_schema(table.name))
+    )
+
+
+def _read(
+    con: duckdb.DuckDBPyConnection, store: CatalogStore, table: Table, parts: list[Part]
+) -> duckdb.DuckDBPyRelation:
+    """The rows of `parts`, with every column of `table` and the partition column."""
+    if not parts:
+        return con.sql(f"SELECT {_columns(table, None)} WHERE false")
+    paths = [store.uri(p.path) for p in parts]
+    if all(p.layout == layout(table.name) for p in parts):
+        return con.read_parquet(paths, hive_partitioning=True)
+    relation = con.read_parquet(paths, hive_partitioning=True, union_by_name=True)
+    return relation.select(_columns(table, set(relation.columns)))
+
+
 def attach(con: duckdb.DuckDBPyConnection, store: CatalogStore, manifest: Manifest) -> None:
     """Give `con` the catalog's views over the parts `manifest` lists."""
     if store.local_root is None:
         con.register_filesystem(store.fs)
+    con.execute("SET parquet_metadata_cache = true")  # each query re-binds the views
     for table in ALL_TABLES:
-        parts = manifest.of(table.name)
-        if parts:
-            relation = con.read_parquet(
-                [store.uri(p.path) for p in parts], hive_partitioning=True, union_by_name=True
+        _read(con, store, table, manifest.of(table.name)).create_view(
+            history_view(table), replace=True
+        )
+    # Plain lists, not an Arrow table: building one from Python imports pandas (0.5 s).
+    con.execute(
+        "CREATE TEMP TABLE dicom_keywords AS SELECT unnest(?) AS keyword, unnest(?) AS tag",
+        list(dicom_keywords()),
+    )
+    plans = current_parts(con, store, manifest)
+    for table in ALL_TABLES:
+        if not table.versioned:
+            continue
+        plan = plans[table.name]
+        view = f"{table.name}_current" if table.name == "quarantine" else table.name
+        current = _read(con, store, table, plan.clean)
+        if plan.check:
+            replaced = con.table("superseded").filter(f"table_name = '{table.name}'")
+            checked = (
+                _read(con, store, table, plan.check)
+                .set_alias("h")
+                .join(
+                    replaced.select("key, version").set_alias("s"),
+                    f"h.{table.key} = s.key AND h.version = s.version",
+                    how="anti",
+                )
             )
-            relation.create_view(history_view(table), replace=True)
-        else:  # registered, so the connection keeps the Arrow table alive
-            con.register(
-                history_view(table), with_partition(arrow_schema(table.name)).empty_table()
-            )
-    con.register("dicom_keywords", dicom_keywords())
-    create_views(con)
+            current = current.union(checked) if plan.clean else checked
+        current.create_view(view, replace=True)
+    con.execute(_IN_QUARANTINE.format(temp="TEMP"))
+    con.execute(_MACROS.format(temp="TEMP"))
 
 
 def connect(

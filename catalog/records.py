@@ -173,7 +173,7 @@ def _unit_versions(
     con.register("fresh", _table(instances, "instances"))
     # The version each fresh instance replaces, and its place (it may have moved).
     con.execute(
-        f"CREATE TEMP TABLE previous AS SELECT {_NEEDED}, created_at FROM instances"
+        f"CREATE TEMP TABLE previous AS SELECT {_NEEDED}, created_at, ingest_date FROM instances"
         " WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM fresh)"
     )
     con.execute(
@@ -186,11 +186,16 @@ def _unit_versions(
     for row in instances:
         row["created_at"] = first_seen.get(row["sop_instance_uid"], now)
     replaced = con.execute(
-        f"SELECT sop_instance_uid, version FROM (SELECT {_NEEDED} FROM previous"
+        "SELECT r.sop_instance_uid, r.version, p.ingest_date FROM"
+        f" (SELECT sop_instance_uid, version FROM (SELECT {_NEEDED} FROM previous"
         f" UNION ALL SELECT {_NEEDED} FROM fresh)"
-        " EXCEPT SELECT sop_instance_uid, version FROM winners"
+        " EXCEPT SELECT sop_instance_uid, version FROM winners) r"
+        " LEFT JOIN previous p USING (sop_instance_uid, version)"
     ).fetchall()
-    superseded += [{"table_name": "instances", "key": k, "version": v} for k, v in replaced]
+    superseded += [
+        {"table_name": "instances", "key": k, "version": v, "replaced_ingest_date": day}
+        for k, v, day in replaced
+    ]
 
     for table, column in (
         ("patients", "patient_id"),
@@ -223,8 +228,7 @@ def _unit_versions(
             r[key]: r
             for r in _dicts(
                 con,
-                f"SELECT * EXCLUDE (ingest_date) FROM {table}"
-                f" WHERE {key} IN (SELECT key FROM affected_{table})",
+                f"SELECT * FROM {table} WHERE {key} IN (SELECT key FROM affected_{table})",
             )
         }
         keys = [r[0] for r in con.execute(f"SELECT key FROM affected_{table}").fetchall()]
@@ -232,6 +236,7 @@ def _unit_versions(
         for value in sorted(keys):
             before = previous.get(value)
             attrs = latest_attrs[table].get(value) or dict(before or {KEYS[table]: value})
+            attrs.pop("ingest_date", None)
             row = attrs | _ZERO | counts.get(value, {})
             row.update(
                 version=(before["version"] + 1) if before else 1,
@@ -241,13 +246,25 @@ def _unit_versions(
                 recorded_at=now,
             )
             if before:
-                superseded.append({"table_name": table, "key": value, "version": before["version"]})
+                superseded.append(
+                    {
+                        "table_name": table,
+                        "key": value,
+                        "version": before["version"],
+                        "replaced_ingest_date": before["ingest_date"],
+                    }
+                )
             new_rows.append(row)
         tables[table] = new_rows
 
     tables["records"] = _records(con, tables[TABLE_OF_UNIT[record_unit]], record_unit, now)
     superseded += [
-        {"table_name": "records", "key": r["record_key"], "version": r["version"] - 1}
+        {
+            "table_name": "records",
+            "key": r["record_key"],
+            "version": r["version"] - 1,
+            "replaced_ingest_date": r.get("replaced_ingest_date"),
+        }
         for r in tables["records"]
         if r["version"] > 1
     ]
@@ -270,7 +287,7 @@ def _records(
         r["record_key"]: r
         for r in _dicts(
             con,
-            "SELECT record_key, version, created_at FROM records"
+            "SELECT record_key, version, created_at, ingest_date FROM records"
             " WHERE record_key IN (SELECT key FROM record_keys)",
         )
     }
@@ -301,6 +318,8 @@ def _records(
                 "updated_at": now,
                 "run_id": unit["run_id"],
                 "recorded_at": now,
+                # not a column: where the version this one replaces lives, for `superseded`
+                "replaced_ingest_date": before["ingest_date"] if before else None,
             }
         )
     return rows

@@ -11,9 +11,12 @@ or group the history to find what is current.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pyarrow as pa
+
+from catalog import promoted
 
 PARTITION_COLUMN = "ingest_date"
 """Hive partition of every table: the UTC date a row was written (a folder, not a column)."""
@@ -91,6 +94,14 @@ def _counts(*levels: str) -> list[Column]:
     return [
         *(known[level] for level in levels),
         Column("total_bytes", pa.int64(), None, "Sum of the current instances' file sizes."),
+    ]
+
+
+def _promoted(keywords: tuple[str, ...]) -> list[Column]:
+    """Typed columns for header attributes also kept in dicom_json (catalog/promoted.py)."""
+    return [
+        Column(promoted.column_name(k), promoted.arrow_type(k), k, promoted.description(k))
+        for k in keywords
     ]
 
 
@@ -219,8 +230,7 @@ INSTANCES = Table(
             "anonymization_options",
             pa.string(),
             None,
-            "Profile options applied (anonymize.options), sorted, comma-separated; empty"
-            " for none.",
+            "Profile options applied (anonymize.options), sorted, comma-separated; empty for none.",
         ),
         Column("site_rules", pa.string(), None, "Name of the site rules applied, or none."),
         Column("transfer_syntax_uid", pa.string(), None, "Transfer syntax the file is stored in."),
@@ -249,6 +259,7 @@ INSTANCES = Table(
             "AE title of the sender (from its C-STORE receipt, or Source Application Entity"
             " Title in the file meta).",
         ),
+        *_promoted(promoted.INSTANCE_KEYWORDS),
         Column(
             "dicom_json",
             pa.string(),
@@ -393,6 +404,13 @@ SUPERSEDED = Table(
         Column("table_name", pa.string(), None, "Table of the replaced row."),
         Column("key", pa.string(), None, "Key of the replaced row."),
         Column("version", pa.int64(), None, "Version that is no longer current."),
+        Column(
+            "replaced_ingest_date",
+            pa.date32(),
+            None,
+            "Partition (ingest_date) of the replaced row; empty where its writer did not say."
+            " The current views look for the row in that partition only.",
+        ),
         *_lineage(),
     ),
     key=None,
@@ -419,8 +437,36 @@ KEYS: dict[str, str] = {t.name: t.key for t in ALL_TABLES if t.key is not None}
 """The column that identifies one record of each versioned table."""
 
 
+def layout(table: str) -> str:
+    """A fingerprint of the table's column names in order, kept with each part written.
+
+    Parts of the current layout are read as they are; others (written before a
+    column was added) are read by name, which costs DuckDB a footer read per part
+    each time a query binds.
+    """
+    return hashlib.sha256(",".join(TABLE_BY_NAME[table].names).encode()).hexdigest()[:12]
+
+
 def arrow_schema(table: str) -> pa.Schema:
     """The Parquet schema of `table`, with column descriptions as field metadata."""
     return pa.schema(
         pa.field(c.name, c.type, metadata={"description": c.description}) for c in TABLES[table]
     )
+
+
+def duckdb_type(kind: pa.DataType) -> str:
+    """The DuckDB type DuckDB reads an Arrow column type as (for NULLs a part lacks)."""
+    if pa.types.is_list(kind):
+        return f"{duckdb_type(kind.value_type)}[]"
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMP WITH TIME ZONE" if kind.tz else "TIMESTAMP"
+    for test, name in (
+        (pa.types.is_string, "VARCHAR"),
+        (pa.types.is_int64, "BIGINT"),
+        (pa.types.is_float64, "DOUBLE"),
+        (pa.types.is_boolean, "BOOLEAN"),
+        (pa.types.is_date32, "DATE"),
+    ):
+        if test(kind):
+            return name
+    raise TypeError(f"no DuckDB type for {kind}")

@@ -23,7 +23,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from catalog.schema import PARTITION_COLUMN, TABLE_BY_NAME, arrow_schema
+from catalog.schema import PARTITION_COLUMN, TABLE_BY_NAME, arrow_schema, layout
 from receiver.durable import fsync_dir, write_atomic, write_atomic_with
 
 MANIFEST = "_manifest.json"
@@ -52,12 +52,27 @@ class CatalogError(Exception):
 
 @dataclass(frozen=True)
 class Part:
-    """One Parquet file of one table, relative to the catalog root."""
+    """One Parquet file of one table, relative to the catalog root.
+
+    Compaction sorts the rows of a versioned table into parts of current rows and
+    parts of superseded ones, so that the current views read the first kind as they
+    are, instead of joining every row against `superseded` (which means reading
+    every key: most of a query's time).
+    """
 
     table: str
     path: str
     rows: int
     bytes: int
+    generation: int = 0
+    """Manifest generation that published the part (0: before generations were kept)."""
+    current_as_of: int | None = None
+    """Set by compaction: no row here is superseded by a `superseded` part of this
+    generation or earlier."""
+    replaced: bool = False
+    """Set by compaction: every row here is superseded; the current views skip the part."""
+    layout: str = ""
+    """`catalog.schema.layout` of the columns written ("": unknown, from older code)."""
 
     @property
     def ingest_date(self) -> str:
@@ -209,11 +224,21 @@ class CatalogStore:
             os.close(fd)
 
     def commit(self, change: Callable[[Manifest], None]) -> Manifest:
-        """Apply `change` to the latest manifest and publish it as the next generation."""
+        """Apply `change` to the latest manifest and publish it as the next generation.
+
+        Parts it adds without a generation get this one.
+        """
         with self.locked():
             manifest = self.read_manifest()
+            listed = {p.path for p in manifest.parts}
             change(manifest)
             manifest.generation += 1
+            manifest.parts = [
+                p
+                if p.generation or p.path in listed
+                else replace(p, generation=manifest.generation)
+                for p in manifest.parts
+            ]
             self._write_manifest(manifest)
             return manifest
 
@@ -242,7 +267,7 @@ class CatalogStore:
             with self.fs.open(target, "wb") as fh:
                 writer(fh)
             size = int(self.fs.size(target))
-        return Part(table, relpath, rows.num_rows, size)
+        return Part(table, relpath, rows.num_rows, size, layout=layout(table))
 
     def append(
         self,
@@ -276,6 +301,13 @@ class CatalogStore:
 
         self.commit(add)
         return parts
+
+    def columns(self, relpath: str) -> set[str]:
+        """The column names a part holds, from its Parquet footer."""
+        if self.local_root is not None:
+            return set(pq.read_schema(self.local_root / relpath).names)
+        with self.fs.open(self.path(relpath), "rb") as fh:
+            return set(pq.read_schema(fh).names)
 
     def delete(self, relpath: str) -> None:
         """Remove a part file (gone already is fine)."""

@@ -52,6 +52,10 @@ def _convert(value: Any, column: Column) -> Any:
         return None
     kind = column.type
     try:
+        if pa.types.is_list(kind):  # a number with several values, e.g. Pixel Spacing
+            item = float if pa.types.is_floating(kind.value_type) else int
+            values = value if isinstance(value, MultiValue | list) else [value]
+            return [item(v) for v in values] or None
         if pa.types.is_string(kind):
             if isinstance(value, MultiValue | list):
                 return text("\\".join(str(v) for v in value))

@@ -426,3 +426,185 @@ def test_catalog_on_an_fsspec_url(ctx: IngestContext) -> None:
     assert compact(store).merged > 0
     assert rows(catalog.connect(url), "SELECT count(*) FROM instances") == [(2,)]
     assert check(store, ctx.archive_dir).problems == []
+
+
+REAL_FILES = (
+    "CT_small.dcm",
+    "693_UNCR.dcm",
+    "MR_small.dcm",
+    "MR2_UNCR.dcm",
+    "emri_small.dcm",
+    "US1_UNCR.dcm",
+    "JPEG2000.dcm",
+    "rtdose.dcm",
+)
+
+
+def keyword_columns() -> list[tuple[str, str]]:
+    """(column, the same value from dicom_json in SQL) for every keyword-backed column."""
+    from catalog.promoted import json_sql
+    from catalog.schema import INSTANCES
+
+    return [
+        (c.name, json_sql(c.keyword, c.type)) for c in INSTANCES.columns if c.keyword is not None
+    ]
+
+
+def test_promoted_columns_hold_the_values_of_the_json_header(ctx: IngestContext) -> None:
+    landing = ctx.archive_dir.parent / "landing"
+    files = [dcmread(get_testdata_file(name)) for name in REAL_FILES]
+    assert run_batch(ctx, land(landing, *files)) == len(files)
+    con = catalog.connect(ctx.catalog_dir)
+    for column, from_json in keyword_columns():
+        differ = rows(
+            con,
+            f"SELECT sop_instance_uid, {column}, {from_json} FROM instances"
+            f" WHERE {column} IS DISTINCT FROM {from_json}",
+        )
+        assert differ == [], column
+    filled = dict(
+        rows(
+            con,
+            "SELECT 'kvp', count(kvp) FROM instances UNION ALL"
+            " SELECT 'pixel_spacing', count(pixel_spacing) FROM instances UNION ALL"
+            " SELECT 'image_type', count(image_type) FROM instances UNION ALL"
+            " SELECT 'echo_time', count(echo_time) FROM instances UNION ALL"
+            " SELECT 'manufacturer', count(manufacturer) FROM instances",
+        )
+    )
+    assert all(filled.values()), filled
+    ct = rows(
+        con,
+        "SELECT kvp, pixel_spacing, image_type, manufacturer, x_ray_tube_current FROM instances"
+        " WHERE modality = 'CT' AND rows = 128",
+    )
+    original = dcmread(get_testdata_file("CT_small.dcm"))
+    assert ct == [
+        (
+            float(original.KVP),
+            [float(v) for v in original.PixelSpacing],
+            "\\".join(original.ImageType),
+            original.Manufacturer,
+            int(original.XRayTubeCurrent),
+        )
+    ]
+
+
+VERSIONED = ("patients", "studies", "series", "instances", "records", "quarantine")
+
+
+def current_by_definition(con, table: str) -> str:
+    """A current view as docs/catalog.md defines it: its history without superseded rows."""
+    from catalog.schema import KEYS
+
+    return (
+        f"SELECT h.* FROM {table}_history h ANTI JOIN (SELECT key, version FROM superseded"
+        f" WHERE table_name = '{table}') s ON h.{KEYS[table]} = s.key AND h.version = s.version"
+    )
+
+
+def assert_views_as_defined(store: CatalogStore) -> None:
+    con = catalog.connect(store)
+    for table in VERSIONED:
+        view = "quarantine_current" if table == "quarantine" else table
+        defined = current_by_definition(con, table)
+        for a, b in ((view, f"({defined})"), (f"({defined})", view)):
+            assert rows(con, f"SELECT count(*) FROM (FROM {a} EXCEPT ALL FROM {b})") == [(0,)]
+        assert rows(con, f"SELECT count(*) FROM {view}") == rows(
+            con, f"SELECT count(*) FROM ({defined})"
+        )
+
+
+def test_compaction_sorts_current_from_superseded_rows_and_views_keep_their_rows(
+    ctx: IngestContext,
+) -> None:
+    from catalog.current import current_parts
+
+    landing = ctx.archive_dir.parent / "landing"
+    first = [instance("P1", "1.2.9.1", "1.2.9.1.1", f"1.2.9.1.1.{i}") for i in range(3)]
+    run_batch(ctx, land(landing, *first, instance("P2", "1.2.8.1", "1.2.8.1.1", "1.2.8.1.1.1")))
+    first[0].SliceThickness = "2.5"  # re-sent with other content: a new version
+    run_batch(ctx, land(landing, first[0]))
+    store = ctx.store()
+    assert_views_as_defined(store)
+    history = rows(catalog.connect(store), "SELECT count(*) FROM instances_history")
+    ((named, placed),) = rows(
+        catalog.connect(store),
+        "SELECT count(*), count(replaced_ingest_date) FILTER (WHERE replaced_ingest_date ="
+        " (SELECT max(ingest_date) FROM instances_history)) FROM superseded",
+    )
+    assert named == placed == 5, "each superseded row says which partition holds its row"
+
+    compact(store)
+    manifest = store.read_manifest()
+    replaced = {p.table for p in manifest.parts if p.replaced}
+    assert replaced == {"instances", "series", "studies", "patients", "records"}
+    assert all(
+        p.current_as_of == manifest.generation - 1 or p.replaced or p.table in ("superseded",)
+        for p in manifest.parts
+    )
+    con = catalog.connect(store)
+    assert rows(con, "SELECT count(*) FROM instances_history") == history
+    plans = current_parts(con, store, manifest)
+    assert all(not plan.check for plan in plans.values()), "nothing left to join"
+    assert_views_as_defined(store)
+
+    # A later batch supersedes rows of the compacted parts: the views join those again.
+    first[1].SliceThickness = "3.0"
+    run_batch(ctx, land(landing, first[1], instance("P1", "1.2.9.1", "1.2.9.1.1", "1.2.9.1.1.9")))
+    assert_views_as_defined(store)
+    assert rows(
+        catalog.connect(store),
+        "SELECT version, num_instances FROM series WHERE num_instances = 4",
+    ) == [(3, 4)]
+    compact(store)
+    assert_views_as_defined(store)
+    con = catalog.connect(store)
+    assert all(not plan.check for plan in current_parts(con, store, store.read_manifest()).values())
+    assert compact(store).merged == 0, "a sorted catalog stays as it is"
+
+
+def test_parts_of_the_old_schema_read_and_compaction_fills_their_promoted_columns(
+    ctx: IngestContext,
+) -> None:
+    import pyarrow.parquet as pq
+
+    from catalog.promoted import INSTANCE_KEYWORDS, column_name
+
+    landing = ctx.archive_dir.parent / "landing"
+    files = [dcmread(get_testdata_file(name)) for name in REAL_FILES[:4]]
+    run_batch(ctx, land(landing, *files))
+    store = ctx.store()
+    promoted = [column_name(k) for k in INSTANCE_KEYWORDS]
+    ingested = rows(
+        catalog.connect(store),
+        f"SELECT sop_instance_uid, {', '.join(promoted)} FROM instances ORDER BY 1",
+    )
+    # The catalog as the code before promoted columns wrote it: parts without those
+    # columns, a manifest without generations.
+    (part,) = store.read_manifest().of("instances")
+    path = Path(store.uri(part.path))
+    pq.write_table(pq.read_table(path).drop_columns(promoted), path)
+    manifest = json.loads((ctx.catalog_dir / "_manifest.json").read_text())
+    for entry in manifest["parts"]:
+        for new in ("generation", "current_as_of", "replaced", "layout"):
+            entry.pop(new)
+    (ctx.catalog_dir / "_manifest.json").write_text(json.dumps(manifest))
+
+    con = catalog.connect(store)
+    assert rows(con, "SELECT count(*), count(manufacturer), count(rows) FROM instances") == [
+        (len(files), 0, len(files))
+    ]
+    assert_views_as_defined(store)
+    run_batch(ctx, land(landing, instance("P1", "1.2.9.1", "1.2.9.1.1", "1.2.9.1.1.1")))
+    compact(store)
+    con = catalog.connect(store)
+    migrated = rows(
+        con,
+        f"SELECT sop_instance_uid, {', '.join(promoted)} FROM instances"
+        " WHERE sop_instance_uid IN (SELECT unnest(?)) ORDER BY 1",
+        [[r[0] for r in ingested]],
+    )
+    assert migrated == ingested, "filled from dicom_json as ingest fills them"
+    listed = store.read_manifest().of("instances")
+    assert all(store.columns(p.path) >= set(promoted) for p in listed), "migrated on disk"

@@ -19,7 +19,7 @@ from flows.locks import autoload_lock, exclusive
 from flows.settings import Settings, SettingsError, load_settings
 from receiver.durable import restrict_new_files, sweep_partials
 from tasks.autoload import (
-    archive_batch,
+    archived_in_order,
     clear_batch,
     list_landed,
     record_batch,
@@ -31,6 +31,7 @@ from tasks.ingest import IngestContext
 from tasks.policy import build_policy
 from tasks.profile import ProfileError
 from tasks.rules import RulesError
+from tasks.runners import RunnerError, batch_runner, check_scheduler, in_flight
 
 
 @dataclass
@@ -78,6 +79,11 @@ def preflight(settings: Settings) -> None:
     except (RulesError, ProfileError) as exc:
         raise SettingsError(f"anonymize: {exc}") from None
     settings.salt()
+    if settings.autoload.dask_address:
+        try:
+            check_scheduler(settings.autoload.dask_address)
+        except RunnerError as exc:
+            raise SettingsError(str(exc)) from None
     for name, folder in settings.folders().items():
         if folder.exists() and not folder.is_dir():
             raise SettingsError(f"{name} folder {folder} exists and is not a folder")
@@ -156,23 +162,27 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
 
 
 def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummary) -> None:
-    """Archive, record, then clear landing, batch after batch, adding up into `summary`."""
+    """Archive batches on the task runner; record, then clear landing, batch after batch
+    in order, adding up into `summary`. Only this process writes the catalog."""
     landed = list_landed(settings.landing)
     summary.landed = len(landed)
     # Receipts first: the batches look up their files' calling AE titles there.
     summary.receipts = record_receipts(ctx)
     quarantined: Counter[str] = Counter()
-    for batch_no, paths in enumerate(batches(landed, settings.autoload.batch_size), 1):
-        outcome = archive_batch(paths, ctx, batch_no)
-        summary.recorded += record_batch(outcome, ctx, batch_no)
-        clear_batch(outcome, batch_no)
-        emit_archived(outcome, ctx.run_id, batch_no)
-        summary.archived += outcome.new
-        summary.versions += outcome.versions
-        summary.duplicates += outcome.duplicates
-        summary.bytes += outcome.bytes
-        quarantined.update(outcome.quarantined)
-        summary.batches = batch_no
+    work = settings.autoload
+    window = in_flight(work.workers, work.dask_address)
+    with batch_runner(work.workers, work.dask_address) as runner:
+        outcomes = archived_in_order(runner, batches(landed, work.batch_size), ctx, window)
+        for batch_no, outcome in outcomes:
+            summary.recorded += record_batch(outcome, ctx, batch_no)
+            clear_batch(outcome, batch_no)
+            emit_archived(outcome, ctx.run_id, batch_no)
+            summary.archived += outcome.new
+            summary.versions += outcome.versions
+            summary.duplicates += outcome.duplicates
+            summary.bytes += outcome.bytes
+            quarantined.update(outcome.quarantined)
+            summary.batches = batch_no
     summary.quarantined = dict(quarantined)
     record_quarantine(ctx)  # also after a retry moved files out
 

@@ -6,14 +6,17 @@ retried: a file that is not usable DICOM was already quarantined by the step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
+from prefect.futures import PrefectFuture
 from prefect.states import State
+from prefect.task_runners import TaskRunner
 
 from catalog.compact import CompactionResult, compact
 from catalog.store import open_store
@@ -68,6 +71,37 @@ def archive_batch(
 ) -> ingest.ArchiveOutcome:
     """Parse, anonymize and archive one batch; quarantine what cannot be used."""
     return ingest.archive_files(paths, ctx)
+
+
+def archived_in_order(
+    runner: TaskRunner[Any],
+    batches: list[list[Path]],
+    ctx: ingest.IngestContext,
+    window: int,
+) -> Iterator[tuple[int, ingest.ArchiveOutcome]]:
+    """(batch number, outcome) of `archive_batch` for each batch, in order, with up to
+    `window` batches submitted to `runner` ahead of the one the caller is recording.
+
+    A failed batch raises here, at its turn: the batches before it are recorded and
+    cleared, it and those after keep their landed files for the retry or next run.
+    """
+    pending: deque[tuple[int, PrefectFuture[ingest.ArchiveOutcome]]] = deque()
+    numbered = iter(enumerate(batches, 1))
+    for batch_no, paths in numbered:
+        pending.append((batch_no, runner.submit(archive_batch, _params(paths, ctx, batch_no))))
+        if len(pending) >= window:
+            break
+    while pending:
+        batch_no, future = pending.popleft()
+        outcome = future.result()
+        for next_no, paths in numbered:
+            pending.append((next_no, runner.submit(archive_batch, _params(paths, ctx, next_no))))
+            break
+        yield batch_no, outcome
+
+
+def _params(paths: list[Path], ctx: ingest.IngestContext, batch_no: int) -> dict[str, Any]:
+    return {"paths": paths, "ctx": ctx, "batch_no": batch_no}
 
 
 @batch_step("record")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -85,23 +86,20 @@ def archived_in_order(
     A failed batch raises here, at its turn: the batches before it are recorded and
     cleared, it and those after keep their landed files for the retry or next run.
     """
-    pending: deque[tuple[int, PrefectFuture[ingest.ArchiveOutcome]]] = deque()
     numbered = iter(enumerate(batches, 1))
-    for batch_no, paths in numbered:
-        pending.append((batch_no, runner.submit(archive_batch, _params(paths, ctx, batch_no))))
-        if len(pending) >= window:
-            break
+
+    def submit(item: tuple[int, list[Path]]) -> tuple[int, PrefectFuture[ingest.ArchiveOutcome]]:
+        batch_no, paths = item
+        params = {"paths": paths, "ctx": ctx, "batch_no": batch_no}
+        return batch_no, runner.submit(archive_batch, params)
+
+    pending = deque(submit(item) for item in islice(numbered, window))
     while pending:
         batch_no, future = pending.popleft()
         outcome = future.result()
-        for next_no, paths in numbered:
-            pending.append((next_no, runner.submit(archive_batch, _params(paths, ctx, next_no))))
-            break
+        if (item := next(numbered, None)) is not None:
+            pending.append(submit(item))
         yield batch_no, outcome
-
-
-def _params(paths: list[Path], ctx: ingest.IngestContext, batch_no: int) -> dict[str, Any]:
-    return {"paths": paths, "ctx": ctx, "batch_no": batch_no}
 
 
 @batch_step("record")

@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import Task, flow, get_run_logger
 from prefect.runtime import flow_run
 
 from catalog.compact import sweep_temporary
@@ -21,7 +22,7 @@ from flows.runlogs import run_logs
 from flows.settings import Settings, SettingsError, load_settings
 from receiver.durable import restrict_new_files, sweep_partials
 from tasks.autoload import (
-    archive_batch,
+    archived_in_order,
     clear_batch,
     list_landed,
     record_batch,
@@ -33,6 +34,7 @@ from tasks.ingest import IngestContext
 from tasks.policy import build_policy
 from tasks.profile import ProfileError
 from tasks.rules import RulesError
+from tasks.runners import RunnerError, batch_runner, check_scheduler, in_flight
 
 
 @dataclass
@@ -84,6 +86,11 @@ def preflight(settings: Settings) -> None:
     except (RulesError, ProfileError) as exc:
         raise SettingsError(f"anonymize: {exc}") from None
     settings.salt()
+    if settings.autoload.dask_address:
+        try:
+            check_scheduler(settings.autoload.dask_address)
+        except RunnerError as exc:
+            raise SettingsError(str(exc)) from None
     for name, folder in settings.folders().items():
         if folder.exists() and not folder.is_dir():
             raise SettingsError(f"{name} folder {folder} exists and is not a folder")
@@ -118,9 +125,7 @@ def run_name() -> str:
 
 
 @flow(name="autoload", flow_run_name=run_name, log_prints=False)
-def autoload(
-    config_file: str | None = None, wait_for_lock_seconds: float = 0.0
-) -> AutoloadSummary:
+def autoload(config_file: str | None = None, wait_for_lock_seconds: float = 0.0) -> AutoloadSummary:
     """Process every completed landed file: anonymize, archive, catalog, then clear landing.
 
     Only one autoload works on a data root at a time.
@@ -168,29 +173,34 @@ def run_autoload(settings: Settings, wait_for_lock_seconds: float = 0.0) -> Auto
 
 
 def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummary) -> None:
-    """Archive, record, then clear landing, batch after batch, adding up into `summary`."""
+    """Archive batches on the task runner; record, then clear landing, batch after batch
+    in order, adding up into `summary`. Only this process writes the catalog."""
     landed = list_landed(settings.landing)
     summary.landed = len(landed)
     rename_run(lambda started: autoload_name(started, len(landed)))
     # Receipts first: the batches look up their files' calling AE titles there.
     summary.receipts = record_receipts(ctx)
     quarantined: Counter[str] = Counter()
-    parts = batches(landed, settings.autoload.batch_size)
-    for batch_no, paths in enumerate(parts, 1):
-        outcome = named_for_batch(archive_batch, batch_no, len(parts), len(paths))(
-            paths, ctx, batch_no
-        )
-        done = len(outcome.archived)
-        summary.recorded += named_for_batch(record_batch, batch_no, len(parts), done)(
-            outcome, ctx, batch_no
-        )
-        named_for_batch(clear_batch, batch_no, len(parts), done)(outcome, batch_no)
-        emit_archived(outcome, ctx.run_id, batch_no)
-        summary.archived += outcome.new
-        summary.versions += outcome.versions
-        summary.duplicates += outcome.duplicates
-        summary.bytes += outcome.bytes
-        quarantined.update(outcome.quarantined)
-        summary.batches = batch_no
+    work = settings.autoload
+    window = in_flight(work.workers, work.dask_address)
+    parts = batches(landed, work.batch_size)
+    total = len(parts)
+
+    def named(step: Task[..., Any], batch_no: int, files: int) -> Task[..., Any]:
+        return named_for_batch(step, batch_no, total, files)
+
+    with batch_runner(work.workers, work.dask_address) as runner:
+        for batch_no, outcome in archived_in_order(runner, parts, ctx, window, named):
+            done = len(outcome.archived)
+            record = named_for_batch(record_batch, batch_no, total, done)
+            summary.recorded += record(outcome, ctx, batch_no)
+            named_for_batch(clear_batch, batch_no, total, done)(outcome, batch_no)
+            emit_archived(outcome, ctx.run_id, batch_no)
+            summary.archived += outcome.new
+            summary.versions += outcome.versions
+            summary.duplicates += outcome.duplicates
+            summary.bytes += outcome.bytes
+            quarantined.update(outcome.quarantined)
+            summary.batches = batch_no
     summary.quarantined = dict(quarantined)
     record_quarantine(ctx)  # also after a retry moved files out

@@ -30,12 +30,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from receiver.move_ledger import MoveLedger, ledger_dir
-from receiver.qr_scp import Archive
 from receiver.settings import ReceiverSettings, RemoteNode, ScuSettings
 from tasks.profile import check_options
 
 if TYPE_CHECKING:
     from catalog.store import CatalogStore
+    from receiver.qr_scp import Archive
 
 CONFIG_ENV = "DICOMFLOW_CONFIG"
 
@@ -53,6 +53,20 @@ class AutoloadSettings(BaseModel):
         60.0, gt=0, le=7 * 86400, allow_inf_nan=False, description="Seconds between scheduled runs."
     )
     batch_size: int = Field(200, ge=1, le=100_000, description="Landed files per Prefect task.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Batches archived at once, each in a process of its own (1: one after "
+        "another in the flow's process). With dask_address, the cluster's workers decide.",
+    )
+    dask_address: str | None = Field(
+        None,
+        pattern=r"^(tcp|tls|inproc|ucx)://\S+$",
+        description="Scheduler of a Dask cluster (e.g. tcp://10.0.0.5:8786) to archive batches "
+        "on; its workers must see landing, archive and quarantine at the same paths. "
+        "Unset: batches run on this machine.",
+    )
     prefect_port: int = Field(
         4200,
         ge=1,
@@ -362,6 +376,8 @@ class Settings(BaseSettings):
 
     def served_archive(self) -> Archive:
         """What the receiver's Q/R SCP answers from: the catalog, sending to our nodes."""
+        from receiver.qr_scp import Archive  # pynetdicom: only for the commands that serve
+
         return Archive(self.catalog_store(), self.nodes)
 
     def move_ledger(self) -> MoveLedger:

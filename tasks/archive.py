@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -17,7 +20,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
 from receiver.dicomfile import CHUNK, Bulk, copy_range
-from receiver.durable import fsync_dir, write_atomic, write_atomic_with
+from receiver.durable import PendingSync, fsync_dir, write_atomic, write_atomic_with
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,63}")
 """What an archive folder or file name may be: a UID or a patient pseudonym, nothing else."""
@@ -125,6 +128,9 @@ INDEX_DIR = ".sop-index"
 """Under the archive: one small JSON file per archived SOP Instance UID, naming its file
 and every version archived so far."""
 
+SHARD_LOCK = ".lock"
+"""In each index shard: held while an instance of the shard is read, written and indexed."""
+
 Kind = Literal["new", "version", "duplicate"]
 
 
@@ -195,8 +201,62 @@ def read_entry(archive_dir: Path, entry: Path) -> Entry | None:
     )
 
 
+class ArchiveBatch:
+    """The archive writes of one batch, made durable together by `commit`.
+
+    Each file and its index entry go into place unsynced (other batches, in other
+    processes, see them at once); `commit` fsyncs them all, then each folder once, and
+    only then removes the old files of versions that moved. Nothing names them outside
+    the archive before that: catalog rows are written after `commit`, landed files
+    removed after the rows. A crash before `commit` may leave an entry whose file did
+    not reach the disk; the landed file is still there, and a re-run finds the
+    archived copy does not hold the bytes its entry says (`_holds`) and writes it again.
+    """
+
+    def __init__(self, archive_dir: Path) -> None:
+        self.archive_dir = archive_dir
+        self.files = PendingSync()
+        self.removals: list[Path] = []
+
+    def commit(self) -> None:
+        """Files and entries durable, then the old files of moved versions gone."""
+        self.files.flush()
+        for old in self.removals:
+            _remove(old)
+        self.removals.clear()
+
+
+@contextmanager
+def instance_lock(entry_path: Path) -> Iterator[None]:
+    """Hold the lock of the index shard of `entry_path`, blocking: batches in parallel
+    processes (or machines sharing the archive) read, write and index one SOP instance
+    at a time, so a re-sent instance in two batches at once still gets one version each.
+    """
+    lock_path = entry_path.parent / SHARD_LOCK
+    entry_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _holds(path: Path, digest: str) -> bool:
+    """Whether the archived file has the bytes its entry names (not so after a crash
+    before the batch's commit)."""
+    try:
+        return sha256_of(path) == digest
+    except FileNotFoundError:
+        return False
+
+
 def archive_version(
-    archive_dir: Path, relpath: Path, data: bytes | Streamed, landed: str
+    archive_dir: Path,
+    relpath: Path,
+    data: bytes | Streamed,
+    landed: str,
+    batch: ArchiveBatch | None = None,
 ) -> Written:
     """Archive `data` as the current version of its SOP instance, unless it is one already.
 
@@ -204,13 +264,33 @@ def archive_version(
     C.12.1.1.1), even when it arrives under another patient or study. The same
     bytes again are a duplicate; other bytes are a new version, which replaces the
     archived file (at the path its own identifiers give). The file is written before
-    the index entry, so a crash in between is repaired by the re-run; and the landed
-    file that made each version is remembered, so a re-run after a crash gets back
-    the version that file made instead of making another. Streamed `data` is read
-    twice from its landed file, to hash it and to write it, and never held whole.
+    the index entry, and a duplicate is one only if the archived file holds its bytes,
+    so a crash anywhere is repaired by the re-run; and the landed file that made each
+    version is remembered, so a re-run after a crash gets back the version that file
+    made instead of making another. Streamed `data` is read twice from its landed
+    file, to hash it and to write it, and never held whole. With `batch`, nothing is
+    durable before `batch.commit()`; without, this call commits its own.
     """
-    entry_path = index_entry(archive_dir, relpath.stem)
+    own = batch is None
+    batch = batch or ArchiveBatch(archive_dir)
     digest = data.sha256() if isinstance(data, Streamed) else hashlib.sha256(data).hexdigest()
+    entry_path = index_entry(archive_dir, relpath.stem)
+    with instance_lock(entry_path):
+        written = _archive_into(batch, entry_path, relpath, data, digest, landed)
+    if own:
+        batch.commit()
+    return written
+
+
+def _archive_into(
+    batch: ArchiveBatch,
+    entry_path: Path,
+    relpath: Path,
+    data: bytes | Streamed,
+    digest: str,
+    landed: str,
+) -> Written:
+    archive_dir = batch.archive_dir
     current = read_entry(archive_dir, entry_path)
     kind: Kind
     version: int
@@ -218,29 +298,34 @@ def archive_version(
     if current is None:
         version, kind, versions = 1, "new", ()
     elif (archive_dir / current.relpath).is_file():
-        if current.previous:
-            _remove(archive_dir / current.previous)  # a crash came between move and removal
+        if current.previous:  # a crash came between move and removal
+            batch.removals.append(archive_dir / current.previous)
+        intact = current.sha256 != digest or _holds(archive_dir / current.relpath, digest)
         for seen in current.versions:
-            if seen.get("landed") == landed and seen["sha256"] == digest:  # this file, again
-                return Written(
+            if seen.get("landed") == landed and seen["sha256"] == digest and intact:
+                return Written(  # this file, again
                     archive_dir, relpath, len(data), digest, seen["version"], "duplicate"
                 )
-        if current.sha256 == digest:
+        if current.sha256 == digest and intact:
             return Written(archive_dir, relpath, len(data), digest, current.version, "duplicate")
-        version, kind, versions = current.version + 1, "version", current.versions
+        if current.sha256 == digest:  # its bytes lost in a crash: write them again
+            version, kind, versions = current.version, "new", current.versions[:-1]
+        else:
+            version, kind, versions = current.version + 1, "version", current.versions
     elif current.sha256 == digest:  # indexed, its file lost: write it again
         version, kind, versions = current.version, "new", current.versions[:-1]
     else:
         version, kind, versions = current.version + 1, "version", current.versions
     versions = (*versions, {"version": version, "sha256": digest, "landed": landed})
     if isinstance(data, Streamed):
-        write_atomic_with(archive_dir / relpath, data.write)
+        write_atomic_with(archive_dir / relpath, data.write, pending=batch.files)
     else:
-        write_atomic(archive_dir / relpath, data)
+        write_atomic(archive_dir / relpath, data, pending=batch.files)
     moved = current.relpath if current and current.relpath != relpath.as_posix() else None
-    write_atomic(entry_path, Entry(relpath.as_posix(), digest, version, versions, moved).encode())
+    entry = Entry(relpath.as_posix(), digest, version, versions, moved)
+    write_atomic(entry_path, entry.encode(), pending=batch.files)
     if moved:
-        _remove(archive_dir / moved)
+        batch.removals.append(archive_dir / moved)
     return Written(archive_dir, relpath, len(data), digest, version, kind)
 
 

@@ -6,14 +6,18 @@ retried: a file that is not usable DICOM was already quarantined by the step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
+from prefect.futures import PrefectFuture
 from prefect.states import State
+from prefect.task_runners import TaskRunner
 
 from catalog.compact import CompactionResult, compact
 from catalog.store import open_store
@@ -68,6 +72,37 @@ def archive_batch(
 ) -> ingest.ArchiveOutcome:
     """Parse, anonymize and archive one batch; quarantine what cannot be used."""
     return ingest.archive_files(paths, ctx)
+
+
+def archived_in_order(
+    runner: TaskRunner[Any],
+    batches: list[list[Path]],
+    ctx: ingest.IngestContext,
+    window: int,
+    named: Callable[[Task[..., Any], int, int], Task[..., Any]] | None = None,
+) -> Iterator[tuple[int, ingest.ArchiveOutcome]]:
+    """(batch number, outcome) of `archive_batch` for each batch, in order, with up to
+    `window` batches submitted to `runner` ahead of the one the caller is recording.
+    `named(task, batch number, files)` gives each batch's task its run name.
+
+    A failed batch raises here, at its turn: the batches before it are recorded and
+    cleared, it and those after keep their landed files for the retry or next run.
+    """
+    numbered = iter(enumerate(batches, 1))
+
+    def submit(item: tuple[int, list[Path]]) -> tuple[int, PrefectFuture[ingest.ArchiveOutcome]]:
+        batch_no, paths = item
+        params = {"paths": paths, "ctx": ctx, "batch_no": batch_no}
+        task = named(archive_batch, batch_no, len(paths)) if named else archive_batch
+        return batch_no, runner.submit(task, params)
+
+    pending = deque(submit(item) for item in islice(numbered, window))
+    while pending:
+        batch_no, future = pending.popleft()
+        outcome = future.result()
+        if (item := next(numbered, None)) is not None:
+            pending.append(submit(item))
+        yield batch_no, outcome
 
 
 @batch_step("record")

@@ -29,11 +29,19 @@ from receiver.durable import remove_durably
 from receiver.landing import is_received_name
 from tasks import burned_in, phi_gate
 from tasks.anonymize import anonymize
-from tasks.archive import Kind, archive_relpath, archive_version, encode, encode_streamed
+from tasks.archive import (
+    ArchiveBatch,
+    Kind,
+    archive_relpath,
+    archive_version,
+    encode,
+    encode_streamed,
+)
 from tasks.extract import dicom_json, received_at, rows_for, source_ae_title, text, utc_now
 from tasks.mapping import MappingRow, mapping_row, write_mapping
 from tasks.parse import Rejected, read_landed
 from tasks.policy import Policy, build_policy
+from tasks.prune import drop_removed_private
 from tasks.pseudonyms import Pseudonymizer
 from tasks.quarantine import quarantine
 
@@ -137,14 +145,18 @@ def landed_name(name: str, keys: Pseudonymizer) -> str:
 
 
 def archive_one(
-    path: Path, ctx: IngestContext, policy: Policy, keys: Pseudonymizer
+    path: Path,
+    ctx: IngestContext,
+    policy: Policy,
+    keys: Pseudonymizer,
+    batch: ArchiveBatch | None = None,
 ) -> ArchivedInstance:
     """Parse, anonymize and archive one landed file; raises `Rejected` for unusable input.
 
     A large file's pixel data is never read whole: it is copied in chunks from the
     landed file into the archive copy.
     """
-    landed = read_landed(path)
+    landed = read_landed(path, prune=lambda ds: drop_removed_private(ds, policy))
     ds = landed.ds
     sender = source_ae_title(ds)  # the anonymizer removes it from the file meta
     if ctx.burned_in == "quarantine" and burned_in.declared(ds) == "YES":
@@ -159,7 +171,7 @@ def archive_one(
     relpath = archive_relpath(ds)
     data = encode(ds) if landed.bulk is None else encode_streamed(ds, landed.bulk, path)
     try:
-        written = archive_version(ctx.archive_dir, relpath, data, path.name)
+        written = archive_version(ctx.archive_dir, relpath, data, path.name, batch)
     except OSError as exc:
         raise StorageUnavailable.during("archive write", exc) from exc
     facts: dict[str, Any] = {
@@ -201,9 +213,14 @@ def archive_files(paths: list[Path], ctx: IngestContext) -> ArchiveOutcome:
     started = time.perf_counter()
     policy, keys = ctx.policy(), ctx.keys()
     outcome = ArchiveOutcome()
+    batch = ArchiveBatch(ctx.archive_dir)
     with quiet_pydicom():
         for path in paths:
-            _archive_or_quarantine(path, ctx, policy, keys, outcome)
+            _archive_or_quarantine(path, ctx, policy, keys, outcome, batch)
+    try:
+        batch.commit()  # one fsync per file and folder, before any row names them
+    except OSError as exc:
+        raise StorageUnavailable.during("archive write", exc) from exc
     if ctx.mapping_dir is not None and outcome.archived:
         try:
             write_mapping(ctx.mapping_dir, ctx.run_id, [a.mapping for a in outcome.archived])
@@ -214,13 +231,18 @@ def archive_files(paths: list[Path], ctx: IngestContext) -> ArchiveOutcome:
 
 
 def _archive_or_quarantine(
-    path: Path, ctx: IngestContext, policy: Policy, keys: Pseudonymizer, outcome: ArchiveOutcome
+    path: Path,
+    ctx: IngestContext,
+    policy: Policy,
+    keys: Pseudonymizer,
+    outcome: ArchiveOutcome,
+    batch: ArchiveBatch,
 ) -> None:
     """Archive one file, or quarantine it with the reason; storage failures propagate."""
     if not path.exists():  # finished by an earlier, interrupted run
         return
     try:
-        outcome.archived.append(archive_one(path, ctx, policy, keys))
+        outcome.archived.append(archive_one(path, ctx, policy, keys, batch))
         return
     except Rejected as rejected:
         reason, detail = rejected.reason, rejected.detail

@@ -58,9 +58,12 @@ def record_receipts(
 
 
 def _current_quarantine(store: CatalogStore) -> dict[str, dict[str, Any]]:
+    manifest = store.read_manifest()
+    if not manifest.of("quarantine"):  # never anything quarantined: no need to open DuckDB
+        return {}
     con = duckdb.connect()
     try:
-        attach(con, store, store.read_manifest())
+        attach(con, store, manifest)
         cursor = con.execute(
             "SELECT quarantine_name, version, event, quarantined_at, created_at, reason,"
             " landed_name, file_size FROM quarantine_current"

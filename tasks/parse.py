@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,24 +56,30 @@ def read_instance(path: Path) -> FileDataset:
     return read_landed(path, streaming=False).ds
 
 
-def read_landed(path: Path, *, streaming: bool = True) -> Landed:
+Prune = Callable[[FileDataset], object]
+"""Deletes elements about to be removed anyway, before the checks parse every value."""
+
+
+def read_landed(path: Path, *, streaming: bool = True, prune: Prune | None = None) -> Landed:
     """Parse `path`, or raise `Rejected` saying why not.
 
     With `streaming`, files of `STREAM_THRESHOLD` bytes or more are parsed without
     their pixel data: `Landed.bulk` says where it lies, checked to fit in the file,
     for `tasks.archive.encode_streamed` to copy. Whatever lengths a file claims,
     reading it takes no more memory than its size (`receiver.dicomfile.read_file`).
+    `prune` (`tasks.prune.drop_removed_private`) runs once the file is known to be an
+    instance, before its values are parsed.
     """
     try:
         stream = streaming and path.stat().st_size >= STREAM_THRESHOLD
         ds, bulk = read_file(path, stream=stream)
     except Unreadable as exc:
         raise Rejected(exc.reason, exc.detail) from None
-    check_instance(ds)
+    check_instance(ds, prune)
     return Landed(ds, path, bulk)
 
 
-def check_instance(ds: FileDataset) -> None:
+def check_instance(ds: FileDataset, prune: Prune | None = None) -> None:
     """What makes a parsed file an instance we can archive; raises `Rejected`."""
     if is_dicomdir(ds):
         raise Rejected("dicomdir", "a media directory (DICOMDIR), not an instance")
@@ -83,6 +90,8 @@ def check_instance(ds: FileDataset) -> None:
         raise Rejected("no-transfer-syntax", "the file meta does not say how it is encoded")
     if syntax not in AllTransferSyntaxes:
         raise Rejected("unknown-transfer-syntax", f"transfer syntax {str(syntax)[:64]} is unknown")
+    if prune is not None:
+        prune(ds)
     check_depth(ds)
     missing = [kw for kw in REQUIRED_UIDS if not str(ds.get(kw, "") or "").strip("\x00 ")]
     if missing:

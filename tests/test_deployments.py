@@ -34,6 +34,10 @@ def deployment(prefect_harness) -> Any:
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     pool = prefect("work-pool", "create", "dicomflow", "--type", "process", "--overwrite", env=env)
     assert pool.returncode == 0, pool.stderr[-2000:]
+    pool = prefect(
+        "work-pool", "create", "dicomflow-process", "--type", "process", "--overwrite", env=env
+    )
+    assert pool.returncode == 0, pool.stderr[-2000:]
     deploy = prefect("deploy", "--all", env=env)
     assert deploy.returncode == 0, (deploy.stdout + deploy.stderr)[-3000:]
 
@@ -55,6 +59,14 @@ def test_prefect_yaml_deploys_autoload_on_an_interval(deployment) -> None:
     assert manual.schedules == []
     assert scheduled.global_concurrency_limit.limit == 1
     assert "config_file" in scheduled.parameter_openapi_schema["properties"]
+
+
+def test_prefect_yaml_deploys_autoload_for_workers_on_several_machines(deployment) -> None:
+    shared = deployment("autoload/autoload-shared")
+    assert shared.work_pool_name == "dicomflow-process"
+    assert shared.entrypoint == "flows/autoload.py:autoload"
+    assert shared.global_concurrency_limit.limit == 1
+    assert [s.active for s in shared.schedules] == [False]
 
 
 def test_prefect_yaml_deploys_catalog_compaction_hourly(deployment) -> None:

@@ -270,15 +270,17 @@ def _nothing() -> Iterator[str]:
 
 def cmd_retrieve(settings: Settings, args: argparse.Namespace) -> int:
     from flows.retrieve import RetrieveError, read_requests, retrieve, summary_lines
-    from tasks.retrieval import job_id_for
+    from tasks.retrieval import JobError, check_job_id, job_id_for
 
     if bool(args.job) == bool(args.sql):
         raise RemoteError("give a job file (CSV or Parquet) or --sql QUERY")
     try:
+        if args.job_id is not None:
+            check_job_id(args.job_id)
         requests = read_requests(args.job, args.sql)
         _peer(settings, args)
-    except RetrieveError as exc:
-        raise RemoteError(str(exc)) from None
+    except (RetrieveError, JobError) as exc:
+        raise RemoteError(f"--job-id: {exc}" if isinstance(exc, JobError) else str(exc)) from None
     job_id = args.job_id or job_id_for(args.node, requests)
     job_file = str(Path(args.job).resolve()) if args.job else None
     destination = args.dest or settings.receiver.ae_title

@@ -15,9 +15,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -35,8 +36,10 @@ from tasks.events import emit_retrieved
 from tasks.pseudonyms import Pseudonymizer
 from tasks.pull import PullContext
 from tasks.retrieval import (
+    JOB_ID_PATTERN,
     JobError,
     StudyOutcome,
+    check_job_id,
     StudyRequest,
     job_id_for,
     load_job,
@@ -113,7 +116,7 @@ def retrieve(
     node: str,
     job_file: str | None = None,
     sql: str | None = None,
-    job_id: str | None = None,
+    job_id: Annotated[str | None, Field(pattern=JOB_ID_PATTERN)] = None,
     destination: str | None = None,
     config_file: str | None = None,
 ) -> RetrieveSummary:
@@ -129,7 +132,8 @@ def retrieve(
         job_file: A CSV or Parquet file listing the studies, one per row.
         sql: A DuckDB query giving the job's rows, instead of a job_file. Its text is
             kept with the run: let it read identifiers from a file, not quote them.
-        job_id: A name for the job (default: derived from the node and the rows).
+        job_id: A name for the job (default: derived from the node and the rows): 1 to 64
+            letters, digits, '.', '_' or '-', starting with a letter or digit.
         destination: The AE title the node sends to (default: our receiver's).
         config_file: The TOML settings file (else DICOMFLOW_CONFIG and the environment).
     """
@@ -163,7 +167,10 @@ def run_retrieve(
     """The body of `retrieve`, for callers that hold settings and requests already."""
     logger = get_run_logger()
     started = time.perf_counter()
-    job_id = job_id or job_id_for(node, requests)
+    try:
+        job_id = check_job_id(job_id) if job_id is not None else job_id_for(node, requests)
+    except JobError as exc:
+        raise RetrieveError(str(exc)) from None
     ctx = pull_context(settings, node, job_id, destination)
     summary = RetrieveSummary(job_id=job_id, node=node, rows=len(requests))
     rename_run(lambda started: retrieve_name(job_id, started, len(requests), "row"))

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
-from pydantic import Field
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
+from pydantic import Field
 
 from flows.autoload import autoload, preflight
 from flows.naming import artifact_key, rename_run, retrieve_name, stamp
@@ -39,8 +39,8 @@ from tasks.retrieval import (
     JOB_ID_PATTERN,
     JobError,
     StudyOutcome,
-    check_job_id,
     StudyRequest,
+    check_job_id,
     job_id_for,
     load_job,
     summary_counts,

@@ -66,6 +66,8 @@ class RetrieveSummary:
     archived: int = 0
     outcome_file: str = ""
     seconds: float = 0.0
+    reasons: list[tuple[str, str, int]] = field(default_factory=list)
+    """(state, message, studies) of what did not end complete or skipped."""
 
 
 def pull_context(
@@ -229,6 +231,7 @@ def run_retrieve(
     outcomes = [o.with_(state="incomplete") if o.state == "pending" else o for o in outcomes]
     summary.studies = sum(1 for o in outcomes if o.study_uid)
     summary.states = summary_counts(outcomes)
+    summary.reasons = reasons(outcomes)
     summary.moved = sum(o.moved for o in outcomes)
     summary.archived = sum(o.archived for o in outcomes)
     summary.outcome_file = str(write_outcomes(settings.retrieve_dir, job_id, outcomes))
@@ -238,7 +241,7 @@ def run_retrieve(
     logger.info(
         "job %s: %s; %d instances moved, %d archived in %.1f s",
         job_id,
-        ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items())),
+        counted_states(summary.states),
         summary.moved,
         summary.archived,
         summary.seconds,
@@ -252,6 +255,24 @@ def run_retrieve(
     return summary
 
 
+def reasons(outcomes: list[StudyOutcome]) -> list[tuple[str, str, int]]:
+    """Why studies did not end complete or skipped: (state, message, how many), most first."""
+    counts: dict[tuple[str, str], int] = {}
+    for o in outcomes:
+        if o.state not in ("complete", "skipped"):
+            key = (o.state, o.message or "no reason recorded")
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(((s, m, n) for (s, m), n in counts.items()), key=lambda r: (-r[2], r[0], r[1]))
+
+
+def counted_states(states: dict[str, int]) -> str:
+    """``2 complete, 1 deferred``: the states of a job's studies, as a person reads them."""
+    return ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
+
+
 def summary_lines(summary: RetrieveSummary) -> list[str]:
-    """The summary as `key: value` lines for the command line."""
-    return [f"{k:>12}: {v}" for k, v in asdict(summary).items() if v not in (None, {}, "")]
+    """The summary as `key: value` lines for the command line (reasons: `reasons`)."""
+    shown = asdict(summary)
+    shown.pop("reasons")
+    shown["states"] = counted_states(summary.states)
+    return [f"{k:>12}: {v}" for k, v in shown.items() if v not in (None, {}, "")]

@@ -327,3 +327,59 @@ def test_job_ids_are_checked_by_the_flow_and_its_schema() -> None:
     assert {"type": "string", "pattern": JOB_ID_PATTERN} in schema["anyOf"]
     with pytest.raises(ParameterTypeError):
         retrieve.validate_parameters({"node": "pacs", "job_id": "../escape"})
+
+
+def test_retrieve_from_a_node_that_refuses_fails_at_once(tmp_path: Path) -> None:
+    """One C-ECHO before the job: no retries against a node nobody listens on."""
+    job = tmp_path / "job.csv"
+    job.write_text("StudyInstanceUID\n1.2.3\n")
+    node = f"PACS@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run("retrieve", str(job), "--node", node, "--no-progress", env=clean_env(tmp_path))
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == f"dicomflow: cannot reach {node}: connection refused"
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_sigterm_stops_retrieve_at_once(tmp_path: Path) -> None:
+    """SIGTERM mid-job: one line, exit 143 in seconds; no crash report, no API errors."""
+    port = free_port()
+    pacs = subprocess.Popen(
+        [*DICOMFLOW, "receive", "--port", str(port)],
+        env=clean_env(tmp_path / "pacs"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        job = tmp_path / "job.csv"
+        job.write_text("StudyInstanceUID\n" + "".join(f"1.2.3.{i}\n" for i in range(400)))
+        data = tmp_path / "data"
+        env = {**clean_env(data), "DICOMFLOW_RECEIVER__PORT": str(free_port())}
+        command = ["retrieve", str(job), "--node", f"DICOMFLOW@127.0.0.1:{port}", "--job-id=t"]
+        proc = subprocess.Popen(
+            [*DICOMFLOW, *command, "--no-progress"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        progress_file = data / "retrieve" / "jobs" / "t" / "progress.json"
+        deadline = time.monotonic() + 90
+        while not progress_file.exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - sent < 10
+        assert proc.returncode == 143, err[-500:]
+        assert err.splitlines()[-1] == (
+            "dicomflow: interrupted (the job can be re-run: it does what is left)"
+        )
+        assert "Crash detected" not in err and "Error logging to API" not in err
+        assert "Traceback" not in err and "ConnectError" not in err
+    finally:
+        pacs.send_signal(signal.SIGTERM)
+        pacs.wait(timeout=30)

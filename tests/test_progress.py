@@ -110,3 +110,17 @@ def test_retrieve_follows_the_job_with_a_bar(
     ]
     assert timeless[0] == timeless[1] and "      states: 1 failed" in timeless[0]
 
+
+def test_log_lines_are_printed_above_the_bar(settings: Settings) -> None:
+    """In a terminal, log lines (ours and Prefect's) never land on the bar's line."""
+    import re
+
+    shown = in_terminal(["demo", "--progress"], dict(os.environ))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # the terminal's control sequences
+    stamp = re.compile(r"\d\d:\d\d:\d\d\.\d{3} \| ")
+    lines = re.split(r"[\r\n]", text)
+    logged = [line for line in lines if stamp.search(line)]
+    assert any("dicomflow.receiver" in line for line in logged)  # logged while a bar was drawn
+    assert any("━" in line for line in lines)
+    glued = [line for line in logged if not stamp.match(line.strip())]
+    assert not glued, glued[:3]

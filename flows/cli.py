@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from catalog.store import CatalogError
 from flows import importer, progress, remote, report, share, status
 from flows.args import positive_int
-from flows.remote import RemoteError
+from flows.remote import Interrupted, RemoteError
 from flows.report import ReportError
 from flows.serve import ServeError
 from flows.settings import CONFIG_ENV, Settings, SettingsError, load_settings
@@ -526,7 +526,13 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:
         print(f"dicomflow: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE
+    except Interrupted as exc:
+        remote.stop_temporary_servers()
+        print(f"dicomflow: {exc}", file=sys.stderr, flush=True)
+        # Task threads still sleeping out a retry delay would hold the exit for minutes.
+        os._exit(128 + exc.signum)
     except KeyboardInterrupt:
+        print(f"dicomflow: {remote.INTERRUPTED}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `dicomflow policy | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

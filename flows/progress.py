@@ -8,10 +8,13 @@ prints on stdout (the one-line results scripts parse) is the same with or withou
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -50,6 +53,49 @@ class Bar:
         self._progress.advance(self._task, steps)
 
 
+def _stream_handlers() -> list[logging.StreamHandler[Any]]:
+    """Every stream handler of every logger there is (ours, Prefect's console handler)."""
+    loggers: list[Any] = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    found: dict[int, logging.StreamHandler[Any]] = {}
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.StreamHandler):
+                found[id(handler)] = handler
+    return list(found.values())
+
+
+@contextmanager
+def _logs_above_the_bar(console: Console) -> Iterator[None]:
+    """While rich redirects stderr, log handlers holding the real stderr write through the
+    bar's `console` instead, so their lines are printed above the bar, not glued onto it.
+
+    Prefect's console handler prints with a rich console of its own: it gets the bar's for
+    the time being (a console unwraps a redirected stream and would write past the bar).
+    """
+    proxy = sys.stderr
+    original = getattr(proxy, "rich_proxied_file", None)
+    if original is None:  # not redirected (no bar drawn)
+        yield
+        return
+    moved = [h for h in _stream_handlers() if h.stream is original]
+    consoles = {
+        id(h): getattr(h, "console", None)
+        for h in moved
+        if isinstance(getattr(h, "console", None), Console)
+    }
+    for handler in moved:
+        handler.setStream(proxy)
+        if id(handler) in consoles:
+            handler.console = console  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for handler in moved:
+            handler.setStream(original)
+            if id(handler) in consoles:
+                handler.console = consoles[id(handler)]  # type: ignore[attr-defined]
+
+
 @contextmanager
 def bar(text: str, total: int | None, shown: bool, counted: bool = True) -> Iterator[Bar]:
     """A bar of `total` steps (None: not known yet, it pulses) for the ``with`` block.
@@ -57,7 +103,6 @@ def bar(text: str, total: int | None, shown: bool, counted: bool = True) -> Iter
     Not `counted`: a step that reports nothing until it ends (an autoload run) gets
     a spinner and the time it has taken, no bar.
     """
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -71,8 +116,16 @@ def bar(text: str, total: int | None, shown: bool, counted: bool = True) -> Iter
     columns = (SpinnerColumn(), TextColumn("{task.description}"), *counts, TimeElapsedColumn())
     # Forced on, it draws even where stderr is no terminal: the user asked for it.
     console = Console(stderr=True, force_terminal=shown)
-    # Never redirect stdout: results printed meanwhile must reach it untouched.
-    with Progress(
-        *columns, console=console, disable=not shown, redirect_stdout=False, redirect_stderr=False
-    ) as progress:
+    # Never redirect stdout: results printed meanwhile must reach it untouched. What goes
+    # to stderr (log lines) is printed above the bar.
+    with (
+        Progress(
+            *columns,
+            console=console,
+            disable=not shown,
+            redirect_stdout=False,
+            redirect_stderr=shown,
+        ) as progress,
+        _logs_above_the_bar(console),
+    ):
         yield Bar(progress, progress.add_task(text, total=total))

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -268,17 +268,90 @@ def _nothing() -> Iterator[str]:
 # --- retrieve ---------------------------------------------------------------------------
 
 
+def _reachable(peer: Peer) -> None:
+    """One C-ECHO before a job; `RemoteError` saying why a node cannot be reached."""
+    try:
+        echo(peer)
+    except ScuError as exc:
+        message = str(exc)
+        prefix = "cannot connect to "
+        if message.startswith(prefix):
+            message = "cannot reach " + message.removeprefix(prefix)
+        raise RemoteError(message) from None
+
+
+INTERRUPTED = "interrupted (the job can be re-run: it does what is left)"
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped a command; `signum` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(INTERRUPTED)
+        self.signum = signum
+
+
+def stop_temporary_servers() -> None:
+    """Stop the temporary Prefect server this process started, if any (no PREFECT_API_URL)."""
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:  # pragma: no cover - a Prefect without a server
+        return
+    for server in list(SubprocessASGIServer._instances.values()):
+        with suppress(Exception):  # on the way out: nothing left to tell
+            server.stop()
+
+
+def run_interruptibly(work: Any, *args: Any, **kwargs: Any) -> Any:
+    """`work(*args, **kwargs)` in a thread, the main thread waiting for it or for a signal.
+
+    Prefect's engine, when it runs in the main thread, turns SIGTERM into a crash it
+    reports to the API and then waits for task threads sleeping out their retry delays,
+    minutes. Here SIGINT and SIGTERM raise `Interrupted` at once; what the job did is on
+    disk, and a re-run does what is left.
+    """
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = work(*args, **kwargs)
+        except BaseException as exc:  # handed to the main thread
+            result["error"] = exc
+
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    try:
+        worker = threading.Thread(target=target, name="dicomflow-flow", daemon=True)
+        worker.start()
+        while worker.is_alive() and not received:
+            worker.join(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Interrupted(received[0])
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 def cmd_retrieve(settings: Settings, args: argparse.Namespace) -> int:
     from flows.retrieve import RetrieveError, read_requests, retrieve, summary_lines
-    from tasks.retrieval import job_id_for
+    from tasks.retrieval import JobError, check_job_id, job_id_for
 
     if bool(args.job) == bool(args.sql):
         raise RemoteError("give a job file (CSV or Parquet) or --sql QUERY")
     try:
+        if args.job_id is not None:
+            check_job_id(args.job_id)
         requests = read_requests(args.job, args.sql)
-        _peer(settings, args)
-    except RetrieveError as exc:
-        raise RemoteError(str(exc)) from None
+    except (RetrieveError, JobError) as exc:
+        raise RemoteError(f"--job-id: {exc}" if isinstance(exc, JobError) else str(exc)) from None
+    peer = _peer(settings, args)
+    if settings.scu.echo_first:  # a node that is down gets no job: say so at once
+        _reachable(peer)
     job_id = args.job_id or job_id_for(args.node, requests)
     job_file = str(Path(args.job).resolve()) if args.job else None
     destination = args.dest or settings.receiver.ae_title
@@ -292,7 +365,8 @@ def cmd_retrieve(settings: Settings, args: argparse.Namespace) -> int:
         )
         watcher.start()
         try:
-            summary = retrieve(
+            summary = run_interruptibly(
+                retrieve,
                 node=args.node,
                 job_file=job_file,
                 sql=args.sql,
@@ -305,6 +379,8 @@ def cmd_retrieve(settings: Settings, args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(summary)))
     unfinished = {s: n for s, n in summary.states.items() if s not in ("complete", "skipped")}
     if unfinished:
+        for state, reason, n in summary.reasons:
+            print(f"  {n} {state}: {reason}", file=sys.stderr)
         what = ", ".join(f"{n} {s}" for s, n in sorted(unfinished.items()))
         raise RemoteError(
             f"not everything is archived ({what}): see {summary.outcome_file}; "

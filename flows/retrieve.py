@@ -15,13 +15,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
+from pydantic import Field
 
 from flows.autoload import autoload, preflight
 from flows.naming import artifact_key, rename_run, retrieve_name, stamp
@@ -35,9 +36,11 @@ from tasks.events import emit_retrieved
 from tasks.pseudonyms import Pseudonymizer
 from tasks.pull import PullContext
 from tasks.retrieval import (
+    JOB_ID_PATTERN,
     JobError,
     StudyOutcome,
     StudyRequest,
+    check_job_id,
     job_id_for,
     load_job,
     summary_counts,
@@ -63,6 +66,8 @@ class RetrieveSummary:
     archived: int = 0
     outcome_file: str = ""
     seconds: float = 0.0
+    reasons: list[tuple[str, str, int]] = field(default_factory=list)
+    """(state, message, studies) of what did not end complete or skipped."""
 
 
 def pull_context(
@@ -113,7 +118,7 @@ def retrieve(
     node: str,
     job_file: str | None = None,
     sql: str | None = None,
-    job_id: str | None = None,
+    job_id: Annotated[str | None, Field(pattern=JOB_ID_PATTERN)] = None,
     destination: str | None = None,
     config_file: str | None = None,
 ) -> RetrieveSummary:
@@ -129,7 +134,8 @@ def retrieve(
         job_file: A CSV or Parquet file listing the studies, one per row.
         sql: A DuckDB query giving the job's rows, instead of a job_file. Its text is
             kept with the run: let it read identifiers from a file, not quote them.
-        job_id: A name for the job (default: derived from the node and the rows).
+        job_id: A name for the job (default: derived from the node and the rows): 1 to 64
+            letters, digits, '.', '_' or '-', starting with a letter or digit.
         destination: The AE title the node sends to (default: our receiver's).
         config_file: The TOML settings file (else DICOMFLOW_CONFIG and the environment).
     """
@@ -163,7 +169,10 @@ def run_retrieve(
     """The body of `retrieve`, for callers that hold settings and requests already."""
     logger = get_run_logger()
     started = time.perf_counter()
-    job_id = job_id or job_id_for(node, requests)
+    try:
+        job_id = check_job_id(job_id) if job_id is not None else job_id_for(node, requests)
+    except JobError as exc:
+        raise RetrieveError(str(exc)) from None
     ctx = pull_context(settings, node, job_id, destination)
     summary = RetrieveSummary(job_id=job_id, node=node, rows=len(requests))
     rename_run(lambda started: retrieve_name(job_id, started, len(requests), "row"))
@@ -222,6 +231,7 @@ def run_retrieve(
     outcomes = [o.with_(state="incomplete") if o.state == "pending" else o for o in outcomes]
     summary.studies = sum(1 for o in outcomes if o.study_uid)
     summary.states = summary_counts(outcomes)
+    summary.reasons = reasons(outcomes)
     summary.moved = sum(o.moved for o in outcomes)
     summary.archived = sum(o.archived for o in outcomes)
     summary.outcome_file = str(write_outcomes(settings.retrieve_dir, job_id, outcomes))
@@ -231,7 +241,7 @@ def run_retrieve(
     logger.info(
         "job %s: %s; %d instances moved, %d archived in %.1f s",
         job_id,
-        ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items())),
+        counted_states(summary.states),
         summary.moved,
         summary.archived,
         summary.seconds,
@@ -245,6 +255,24 @@ def run_retrieve(
     return summary
 
 
+def reasons(outcomes: list[StudyOutcome]) -> list[tuple[str, str, int]]:
+    """Why studies did not end complete or skipped: (state, message, how many), most first."""
+    counts: dict[tuple[str, str], int] = {}
+    for o in outcomes:
+        if o.state not in ("complete", "skipped"):
+            key = (o.state, o.message or "no reason recorded")
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(((s, m, n) for (s, m), n in counts.items()), key=lambda r: (-r[2], r[0], r[1]))
+
+
+def counted_states(states: dict[str, int]) -> str:
+    """``2 complete, 1 deferred``: the states of a job's studies, as a person reads them."""
+    return ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
+
+
 def summary_lines(summary: RetrieveSummary) -> list[str]:
-    """The summary as `key: value` lines for the command line."""
-    return [f"{k:>12}: {v}" for k, v in asdict(summary).items() if v not in (None, {}, "")]
+    """The summary as `key: value` lines for the command line (reasons: `reasons`)."""
+    shown = asdict(summary)
+    shown.pop("reasons")
+    shown["states"] = counted_states(summary.states)
+    return [f"{k:>12}: {v}" for k, v in shown.items() if v not in (None, {}, "")]

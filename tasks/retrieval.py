@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -31,6 +32,10 @@ from receiver.durable import write_atomic, write_atomic_with
 from receiver.query import QueryError, parse_keys
 
 REQUEST_KEYWORDS = ("StudyInstanceUID", "AccessionNumber", "PatientID", "StudyDate")
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""A job id names a folder under ``retrieve/jobs``: one plain name, never a path."""
+JOB_ID_RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 State = Literal[
     "complete",  # every expected instance is archived
@@ -126,6 +131,14 @@ def load_job(path: Path | None = None, sql: str | None = None) -> list[StudyRequ
         except QueryError as exc:
             raise JobError(f"job {request.describe()}: {exc}") from None
     return requests
+
+
+def check_job_id(job_id: str) -> str:
+    """`job_id` if it is one plain folder name (`JOB_ID_PATTERN`); else `JobError`."""
+    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
+        shown = repr(job_id) if len(str(job_id)) <= 70 else repr(str(job_id)[:60]) + "..."
+        raise JobError(f"bad job id {shown}: a job id is {JOB_ID_RULE}")
+    return job_id
 
 
 def job_id_for(node: str, requests: list[StudyRequest]) -> str:
@@ -233,7 +246,8 @@ OUTCOME_SCHEMA = pa.schema(
 
 
 def job_dir(retrieve_dir: Path, job_id: str) -> Path:
-    return retrieve_dir / "jobs" / job_id
+    """The job's folder; `JobError` for an id that is not one plain name."""
+    return retrieve_dir / "jobs" / check_job_id(job_id)
 
 
 def write_outcomes(retrieve_dir: Path, job_id: str, outcomes: list[StudyOutcome]) -> Path:

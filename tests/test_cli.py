@@ -284,3 +284,102 @@ def test_catalog_and_quarantine_commands(tmp_path: Path) -> None:
     con = catalog.connect(settings.catalog_store())
     assert con.sql("SELECT count(*) FROM quarantine").fetchall() == [(0,)]
     assert con.sql("SELECT count(*) FROM quarantine_history").fetchall() == [(2,)]
+
+
+BAD_JOB_IDS = ["../../../tmp/escape", "..", ".", "a/b", "a\nb", "*", "a\\b", "x" * 300, ""]
+
+
+@pytest.mark.parametrize("job_id", BAD_JOB_IDS)
+def test_retrieve_refuses_a_job_id_that_is_a_path(tmp_path: Path, job_id: str) -> None:
+    """A job id names a folder under retrieve/jobs: anything else is refused before any work."""
+    job = tmp_path / "job.csv"
+    job.write_text("StudyInstanceUID\n1.2.3\n")
+    data = tmp_path / "data"
+    result = run(
+        "retrieve",
+        str(job),
+        "--node",
+        "PACS@127.0.0.1:1",
+        f"--job-id={job_id}",
+        "--no-progress",
+        env=clean_env(data),
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("dicomflow: --job-id: bad job id ")
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "letters, digits, '.', '_' or '-'" in result.stderr
+    assert not any(tmp_path.parent.rglob("progress.json")), "nothing written anywhere"
+
+
+def test_job_ids_are_checked_by_the_flow_and_its_schema() -> None:
+    from prefect.exceptions import ParameterTypeError
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.retrieve import retrieve
+    from tasks.retrieval import JOB_ID_PATTERN, JobError, check_job_id, job_dir
+
+    assert check_job_id("nightly-2026.12_04") == "nightly-2026.12_04"
+    for job_id in BAD_JOB_IDS:
+        with pytest.raises(JobError, match="bad job id"):
+            job_dir(Path("/data/retrieve"), job_id)
+    schema = parameter_schema(retrieve.fn).model_dump()["properties"]["job_id"]
+    assert {"type": "string", "pattern": JOB_ID_PATTERN} in schema["anyOf"]
+    with pytest.raises(ParameterTypeError):
+        retrieve.validate_parameters({"node": "pacs", "job_id": "../escape"})
+
+
+def test_retrieve_from_a_node_that_refuses_fails_at_once(tmp_path: Path) -> None:
+    """One C-ECHO before the job: no retries against a node nobody listens on."""
+    job = tmp_path / "job.csv"
+    job.write_text("StudyInstanceUID\n1.2.3\n")
+    node = f"PACS@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run("retrieve", str(job), "--node", node, "--no-progress", env=clean_env(tmp_path))
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == f"dicomflow: cannot reach {node}: connection refused"
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_sigterm_stops_retrieve_at_once(tmp_path: Path) -> None:
+    """SIGTERM mid-job: one line, exit 143 in seconds; no crash report, no API errors."""
+    port = free_port()
+    pacs = subprocess.Popen(
+        [*DICOMFLOW, "receive", "--port", str(port)],
+        env=clean_env(tmp_path / "pacs"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        job = tmp_path / "job.csv"
+        job.write_text("StudyInstanceUID\n" + "".join(f"1.2.3.{i}\n" for i in range(400)))
+        data = tmp_path / "data"
+        env = {**clean_env(data), "DICOMFLOW_RECEIVER__PORT": str(free_port())}
+        command = ["retrieve", str(job), "--node", f"DICOMFLOW@127.0.0.1:{port}", "--job-id=t"]
+        proc = subprocess.Popen(
+            [*DICOMFLOW, *command, "--no-progress"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        progress_file = data / "retrieve" / "jobs" / "t" / "progress.json"
+        deadline = time.monotonic() + 90
+        while not progress_file.exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - sent < 10
+        assert proc.returncode == 143, err[-500:]
+        assert err.splitlines()[-1] == (
+            "dicomflow: interrupted (the job can be re-run: it does what is left)"
+        )
+        assert "Crash detected" not in err and "Error logging to API" not in err
+        assert "Traceback" not in err and "ConnectError" not in err
+    finally:
+        pacs.send_signal(signal.SIGTERM)
+        pacs.wait(timeout=30)

@@ -91,6 +91,7 @@ def test_retrieve_follows_the_job_with_a_bar(
     from tests.conftest import free_port
 
     monkeypatch.setenv("DICOMFLOW_RETRIEVE__RETRIES", "0")
+    monkeypatch.setattr("flows.remote.echo", lambda peer: 1.0)  # past the C-ECHO up front
 
     job = settings.data_dir.parent / "job.csv"
     job.write_text("StudyInstanceUID\n1.2.3.4\n")
@@ -100,10 +101,26 @@ def test_retrieve_follows_the_job_with_a_bar(
     shown = capsys.readouterr()
     assert "retrieve bar" in shown.err and "━" in shown.err and "1/1" in shown.err
     assert "not everything is archived (1 failed)" in shown.err, shown.err[-300:]
+    assert f"  1 failed: gave up: cannot connect to {node}: connection refused\n" in shown.err
     assert main(args) == 1  # the same job again, not in a terminal: no bar
     quiet = capsys.readouterr()
     assert "━" not in quiet.err and "1/1" not in quiet.err  # the bar's own marks
     timeless = [
         [x for x in out.splitlines() if "seconds" not in x] for out in (shown.out, quiet.out)
     ]
-    assert timeless[0] == timeless[1] and "      states: {'failed': 1}" in timeless[0]
+    assert timeless[0] == timeless[1] and "      states: 1 failed" in timeless[0]
+
+
+def test_log_lines_are_printed_above_the_bar(settings: Settings) -> None:
+    """In a terminal, log lines (ours and Prefect's) never land on the bar's line."""
+    import re
+
+    shown = in_terminal(["demo", "--progress"], dict(os.environ))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # the terminal's control sequences
+    stamp = re.compile(r"\d\d:\d\d:\d\d\.\d{3} \| ")
+    lines = re.split(r"[\r\n]", text)
+    logged = [line for line in lines if stamp.search(line)]
+    assert any("dicomflow.receiver" in line for line in logged)  # logged while a bar was drawn
+    assert any("━" in line for line in lines)
+    glued = [line for line in logged if not stamp.match(line.strip())]
+    assert not glued, glued[:3]

@@ -232,6 +232,10 @@ def test_breaker_opens_after_repeated_failures(
     assert [r["state"] for r in rows] == ["failed", "failed", "deferred", "deferred"]
     assert "connection refused" in str(rows[0]["message"])
     assert "circuit breaker open" in str(rows[2]["message"])
+    reasons = {state: (why, n) for state, why, n in summary.reasons}  # counted, for the terminal
+    assert set(reasons) == {"failed", "deferred"} and reasons["failed"][1] == 2
+    assert "connection refused" in reasons["failed"][0] and reasons["deferred"][1] == 2
+    assert "circuit breaker open" in reasons["deferred"][0]
     again = retrieve(node="down", job_file=str(job), config_file=str(config))
     assert again.states == {"deferred": 4}  # still cooling down: the node is left alone
 

@@ -61,7 +61,12 @@ STEPS = (
         ("--corpus", "ct", "--count", "400", "--runs", "3", "--parallel", "4"),
     ),
     Step("autoload", "autoload.py", ("--count", "2000", "--runs", "3"), ("--count", "500")),
-    Step("catalog", "catalog.py", (), ("--instances", "200000", "--series", "40000")),
+    Step(
+        "catalog",
+        "catalog.py",
+        (),
+        ("--instances", "200000", "--series", "40000", "--studies", "10000", "--patients", "2000"),
+    ),
     Step("memory", "large.py", ("--mib", "500"), ("--mib", "200"), json_flag=False),
 )
 

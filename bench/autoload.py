@@ -20,6 +20,7 @@ built in a temporary folder, interleaved run by run:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -301,6 +302,33 @@ def print_table(results: dict[str, Result], empty: list[float], temporary: list[
     print(f"at the end: {load_average()}")
 
 
+def figures(results: dict[str, Result], empty: list[float], temporary: list[float]) -> dict:
+    """The table's figures for bench/all.py (`--json`)."""
+    one = results["pure-1"].median
+    ratios = {
+        "one_worker_vs_naive": results["pure-1"].per_second / results["naive"].per_second,
+        "flow_vs_naive": results["flow-1"].per_second / results["naive"].per_second,
+        "two_workers_vs_one": one / results["pure-2"].median,
+        "prefect_overhead_percent": 100
+        * (results["flow-1"].median - one)
+        / results["flow-1"].median,
+    }
+    if "flow-2" in results:
+        ratios["flow_two_workers_vs_one"] = results["flow-1"].median / results["flow-2"].median
+    if "flow-dask" in results:
+        ratios["dask_vs_flow"] = results["flow-1"].median / results["flow-dask"].median
+    return {
+        "load_average": os.getloadavg(),
+        "ways": {
+            r.name: {"files": r.count, "runs_s": r.seconds, "median_s": r.median}
+            for r in results.values()
+        },
+        "ratios": ratios,
+        "empty_autoload_s": statistics.median(empty),
+        "empty_autoload_temporary_server_s": statistics.median(temporary),
+    }
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000, help="CT images (default 2000)")
@@ -309,6 +337,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--flow-workers", action="store_true", help="also the flow with autoload.workers = 2"
     )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser.parse_args(argv)
 
 
@@ -355,6 +384,8 @@ def run(args: argparse.Namespace) -> int:
                         flush=True,
                     )
         print_table(results, empty, temporary)
+        if args.json:
+            args.json.write_text(json.dumps(figures(results, empty, temporary), indent=2))
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from catalog.store import CatalogError
 from flows import importer, progress, remote, report, share, status
 from flows.args import positive_int
+from flows.importer import ImportStopped
 from flows.remote import Interrupted, RemoteError
 from flows.report import ReportError
 from flows.serve import ServeError
@@ -523,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         RemoteError,
         ReportError,
         CatalogError,
+        ImportStopped,
     ) as exc:
         print(f"dicomflow: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE

@@ -47,6 +47,13 @@ def test_every_command_has_help(command: str) -> None:
         (["receive", "--port", "99999"], "--port"),
         (["receive", "--ae-title", "WAY_TOO_LONG_AE_TITLE"], "--ae-title"),
         (["--config", "/nonexistent/site.toml", "autoload"], "config file not found"),
+        (
+            ["sql", "SELECT * FROM range(5)", "--max-rows", "99999999999999999999"],
+            "dicomflow: argument --max-rows: must be 1 to 10_000_000",
+        ),
+        (["sql"], "dicomflow: the following arguments are required: query (see dicomflow sql"),
+        (["catalog"], "required: ACTION (see dicomflow catalog --help)"),
+        (["import", "--no-such-option", "x"], "dicomflow: unrecognized arguments: --no-such"),
     ],
 )
 def test_bad_arguments_give_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
@@ -55,6 +62,23 @@ def test_bad_arguments_give_one_line(tmp_path: Path, args: list[str], expected: 
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", "dicomflow: sql: no statement given"),
+        ("  -- only a comment", "dicomflow: sql: no statement given"),
+        ("SELECT 1; SELECT 2", "dicomflow: sql: one statement at a time (2 given"),
+    ],
+)
+def test_sql_runs_one_statement_or_says_why_not(tmp_path: Path, query: str, expected: str) -> None:
+    result = run("sql", query, env=clean_env(tmp_path))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith(expected)
+    assert "Traceback" not in result.stderr
+    one = run("sql", "SELECT 41 + 1 AS answer;", "--format", "csv", env=clean_env(tmp_path))
+    assert one.returncode == 0 and one.stdout.split() == ["answer", "42"]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -100,9 +99,9 @@ def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: AutoloadSummary) -> None:
-    for key, value in asdict(summary).items():
-        if value not in (None, {}):
-            print(f"{key:>12}: {value}")
+    from flows.summary import summary_lines
+
+    print("\n".join(summary_lines(summary)))
 
 
 def cmd_autoload(settings: Settings, args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -219,6 +220,10 @@ def test_demo_sends_real_files_end_to_end(tmp_path: Path) -> None:
     result = run("demo", env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "instances per modality" in result.stdout
+    # counts by reason in words, `quarantined: 4 missing-uid, 5 phi-gate`, not a dict's repr
+    quarantined = re.search(r"^ +quarantined: (.+)$", result.stdout, re.MULTILINE)
+    assert quarantined, result.stdout[:2000]
+    assert re.fullmatch(r"\d+ [a-z-]+(, \d+ [a-z-]+)*", quarantined.group(1)), quarantined.group(0)
     out = run(
         "sql",
         "SELECT count(*), count(DISTINCT modality) FROM instances",

@@ -67,7 +67,7 @@ def is_dicom(data: bytes) -> bool:
 
 def is_dicomdir_file(path: Path) -> bool:
     """A file named DICOMDIR that is one (autoload's own test, `tasks.parse.is_dicomdir`)."""
-    if path.name.upper() != "DICOMDIR":
+    if path.name.upper() != "DICOMDIR" or not path.is_file():  # a FIFO is never opened
         return False
     try:
         return is_dicomdir(dcmread(path, stop_before_pixels=True))

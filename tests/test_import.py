@@ -140,10 +140,12 @@ def test_fifos_and_devices_are_failed_without_opening_them(settings, tmp_path, c
     folder.mkdir()
     (folder / "CT_small.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
     os.mkfifo(folder / "inside")
+    os.mkfifo(folder / "DICOMDIR")  # not read to see whether it is one
     os.mkfifo(tmp_path / "alone")  # opened for reading, a FIFO without a writer blocks forever
     assert main(["import", "--no-progress", str(tmp_path / "alone"), str(folder), "/dev/null"]) == 1
     out = capsys.readouterr().out
-    assert "imported 1 files" in out and "3 failed" in out
+    assert "imported 1 files" in out and "4 failed" in out
+    assert f"failed: {folder / 'DICOMDIR'}: not a regular file or folder (a FIFO)" in out
     assert f"failed: {tmp_path / 'alone'}: not a regular file or folder (a FIFO)" in out
     assert f"failed: {folder / 'inside'}: not a regular file or folder (a FIFO)" in out
     assert "failed: /dev/null: not a regular file or folder (a character device)" in out

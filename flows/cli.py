@@ -14,13 +14,13 @@ import signal
 import sys
 import threading
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from catalog.store import CatalogError
 from flows import importer, progress, remote, report, share, status
-from flows.args import positive_int
+from flows.args import int_between
+from flows.importer import ImportStopped
 from flows.remote import Interrupted, RemoteError
 from flows.report import ReportError
 from flows.serve import ServeError
@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+MAX_TABLE_ROWS = 10_000_000
+"""The most rows `sql --max-rows` shows (DuckDB's table printer takes a C int)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line on stderr instead of the usage and the error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `dicomflow: <message> (see <command> --help)` and exit with status 2."""
+        self.exit(EXIT_USAGE, f"dicomflow: {message} (see {self.prog} --help)\n")
 
 
 class CommandError(Exception):
@@ -89,9 +99,9 @@ def cmd_receive(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: AutoloadSummary) -> None:
-    for key, value in asdict(summary).items():
-        if value not in (None, {}):
-            print(f"{key:>12}: {value}")
+    from flows.summary import summary_lines
+
+    print("\n".join(summary_lines(summary)))
 
 
 def cmd_autoload(settings: Settings, args: argparse.Namespace) -> int:
@@ -130,6 +140,13 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     con = catalog.connect(store)
     try:
         fmt = choose_format(args.format, out)
+        statements = con.extract_statements(args.query)
+        if not statements:
+            raise CommandError("sql: no statement given, e.g. \"SELECT * FROM studies\"")
+        if len(statements) > 1:
+            raise CommandError(
+                f"sql: one statement at a time ({len(statements)} given, separated by ';')"
+            )
         relation = con.sql(args.query)
         if relation is None:  # a statement without a result
             return 0
@@ -357,9 +374,9 @@ def _print_quarantine(folder: Path) -> None:
         print(f"  {path.name.removesuffix('.reason.json')}: {record['reason']}: {record['detail']}")
 
 
-def _common_options() -> argparse.ArgumentParser:
+def _common_options() -> Parser:
     """Options every command takes, before or after its name; the later one wins."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     keep = argparse.SUPPRESS  # an option given only before the command is not reset after it
     common.add_argument(
         "--config", metavar="FILE", default=keep, help=f"TOML settings file (or ${CONFIG_ENV})"
@@ -381,7 +398,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dicomflow",
         description="DICOM receiver, anonymizing autoloader and SQL catalog.",
         parents=[common],
@@ -421,7 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the default comes from the file's suffix",
     )
     sql.add_argument("--out", metavar="FILE", help="write the result to FILE instead")
-    sql.add_argument("--max-rows", type=positive_int, default=50, help="rows shown as a table (50)")
+    sql.add_argument(
+        "--max-rows",
+        type=int_between(1, MAX_TABLE_ROWS),
+        default=50,
+        help=f"rows shown as a table (50; at most {MAX_TABLE_ROWS:_})",
+    )
     sql.set_defaults(func=cmd_sql)
 
     policy = sub.add_parser(
@@ -523,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         RemoteError,
         ReportError,
         CatalogError,
+        ImportStopped,
     ) as exc:
         print(f"dicomflow: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE

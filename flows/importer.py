@@ -9,6 +9,9 @@ from typing import Any
 from flows import progress
 from flows.settings import Settings
 
+SHOWN_FAILURES = 20
+"""Failures listed one per line; the rest are counted."""
+
 
 class ImportStopped(Exception):
     """The import stopped; the message says why in one line."""
@@ -32,12 +35,15 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
             report = import_into(paths, landing, settings.receiver.min_free_bytes, seen)
         except NoRoom as exc:
             raise ImportStopped(f"import stopped after {counts['imported']} files: {exc}") from None
+    media = f"read {report.dicomdirs} DICOMDIR; " if report.dicomdirs else ""
     print(
-        f"imported {report.imported} files into {settings.landing}; "
+        f"imported {report.imported} files into {settings.landing}; {media}"
         f"skipped {report.skipped} that are not DICOM; {len(report.failed)} failed"
     )
-    for where, why in report.failed[:20]:
+    for where, why in report.failed[:SHOWN_FAILURES]:
         print(f"  failed: {where}: {why}")
+    if len(report.failed) > SHOWN_FAILURES:
+        print(f"  ... and {len(report.failed) - SHOWN_FAILURES} more failed")
     if args.autoload and report.imported:
         from flows.autoload import autoload
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,23 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     from catalog.report_data import gather
     from catalog.report_html import render
 
+    if not args.out.strip():
+        raise ReportError("--out: empty path")
     out = Path(args.out)
     check_folder(out)
-    data = gather(catalog.connect(settings.catalog_store()), args.since)
+    store = settings.catalog_store()
+    notice = None  # after the page is written, so a bad --out stays the only line
+    if not settings.data_dir.is_dir() and settings.catalog_dir is None:
+        notice = (
+            f"warning: data root {settings.data_dir} does not exist "
+            "(--data-dir or DICOMFLOW_DATA_DIR?); the page shows an empty catalog"
+        )
+    elif store.read_manifest().generation == 0:
+        notice = f"note: no catalog at {settings.catalog_location} yet"
+    data = gather(catalog.connect(store), args.since)
     write_page(render(data, str(settings.catalog_location)), out)
+    if notice:
+        print(f"dicomflow: {notice}", file=sys.stderr)
     shown = "empty" if data.empty else f"{data.totals.instances} instances"
 
     print(f"wrote {out} (catalog: {shown})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,6 +48,13 @@ def test_every_command_has_help(command: str) -> None:
         (["receive", "--port", "99999"], "--port"),
         (["receive", "--ae-title", "WAY_TOO_LONG_AE_TITLE"], "--ae-title"),
         (["--config", "/nonexistent/site.toml", "autoload"], "config file not found"),
+        (
+            ["sql", "SELECT * FROM range(5)", "--max-rows", "99999999999999999999"],
+            "dicomflow: argument --max-rows: must be 1 to 10_000_000",
+        ),
+        (["sql"], "dicomflow: the following arguments are required: query (see dicomflow sql"),
+        (["catalog"], "required: ACTION (see dicomflow catalog --help)"),
+        (["import", "--no-such-option", "x"], "dicomflow: unrecognized arguments: --no-such"),
     ],
 )
 def test_bad_arguments_give_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
@@ -55,6 +63,23 @@ def test_bad_arguments_give_one_line(tmp_path: Path, args: list[str], expected: 
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", "dicomflow: sql: no statement given"),
+        ("  -- only a comment", "dicomflow: sql: no statement given"),
+        ("SELECT 1; SELECT 2", "dicomflow: sql: one statement at a time (2 given"),
+    ],
+)
+def test_sql_runs_one_statement_or_says_why_not(tmp_path: Path, query: str, expected: str) -> None:
+    result = run("sql", query, env=clean_env(tmp_path))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith(expected)
+    assert "Traceback" not in result.stderr
+    one = run("sql", "SELECT 41 + 1 AS answer;", "--format", "csv", env=clean_env(tmp_path))
+    assert one.returncode == 0 and one.stdout.split() == ["answer", "42"]
 
 
 @pytest.mark.parametrize(
@@ -195,6 +220,10 @@ def test_demo_sends_real_files_end_to_end(tmp_path: Path) -> None:
     result = run("demo", env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "instances per modality" in result.stdout
+    # counts by reason in words, `quarantined: 4 missing-uid, 5 phi-gate`, not a dict's repr
+    quarantined = re.search(r"^ +quarantined: (.+)$", result.stdout, re.MULTILINE)
+    assert quarantined, result.stdout[:2000]
+    assert re.fullmatch(r"\d+ [a-z-]+(, \d+ [a-z-]+)*", quarantined.group(1)), quarantined.group(0)
     out = run(
         "sql",
         "SELECT count(*), count(DISTINCT modality) FROM instances",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 import catalog
-from flows.settings import Settings
+from flows.settings import Settings, unknown_variables
 from tests.corpus import autoloaded_catalog
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "examples" / "catalog_examples.ipynb"
@@ -50,7 +52,7 @@ def test_the_notebook_answers_on_a_real_catalog(
 ) -> None:
     file_list = tmp_path / "training.csv"
     monkeypatch.setenv("DICOMFLOW_CATALOG_DIR", str(archive.catalog_location))
-    monkeypatch.setenv("DICOMFLOW_FILE_LIST", str(file_list))
+    monkeypatch.setenv("TRAINING_FILE_LIST", str(file_list))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         notebook,
@@ -78,3 +80,35 @@ def test_the_notebook_answers_on_a_real_catalog(
         "SELECT archive_path FROM instances WHERE modality = 'CT' AND slice_thickness < 1.5"
     ).fetchall()
     assert sorted(listed) == sorted(p for (p,) in thin)
+
+
+def test_the_notebook_names_only_variables_dicomflow_reads() -> None:
+    """An unknown DICOMFLOW_ variable stops every dicomflow command; the notebook sets none."""
+    names = set(re.findall(r"DICOMFLOW_[A-Z_]+", NOTEBOOK.read_text()))
+    assert names and unknown_variables(dict.fromkeys(names, "x")) == []
+
+
+def test_the_notebook_run_where_it_is_stored_finds_the_demo_catalog(
+    archive: Settings, kernel: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `jupyter execute docs/examples/...` runs it: the kernel starts in docs/examples, the
+    defaults are the repository root's dicomflow-demo, and the file list goes in that data root."""
+    repo = tmp_path / "repo"
+    examples = repo / "docs" / "examples"
+    examples.mkdir(parents=True)
+    shutil.copy(NOTEBOOK, examples / NOTEBOOK.name)
+    (repo / "dicomflow-demo").symlink_to(archive.data_dir, target_is_directory=True)
+    for name in ("DICOMFLOW_DATA_DIR", "DICOMFLOW_CATALOG_DIR", "TRAINING_FILE_LIST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("EXAMPLES_ROOT", raising=False)
+    notebook = nbformat.read(examples / NOTEBOOK.name, as_version=4)
+    client = NotebookClient(
+        notebook, kernel_name=kernel, timeout=60, resources={"metadata": {"path": str(examples)}}
+    )
+    client.execute()
+
+    written = archive.data_dir / "thin_ct_files.csv"
+    with written.open() as fh:
+        assert [row["archive_path"] for row in csv.DictReader(fh)]
+    assert sorted(p.name for p in examples.iterdir()) == [NOTEBOOK.name]
+    written.unlink()

@@ -139,6 +139,30 @@ def test_report_on_an_empty_catalog_says_so(settings: Settings, tmp_path: Path, 
     assert "The catalog is empty" in page and "<svg" not in page
 
 
+def test_report_on_a_data_root_that_does_not_exist_warns(
+    settings: Settings, tmp_path: Path, capsys
+) -> None:
+    nowhere, out = settings.data_dir, tmp_path / "x.html"
+    assert main(["report", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"dicomflow: warning: data root {nowhere} does not exist "
+        "(--data-dir or DICOMFLOW_DATA_DIR?); the page shows an empty catalog\n"
+    )
+    assert "catalog: empty" in captured.out and "The catalog is empty" in out.read_text()
+    assert not nowhere.exists()
+    settings.data_dir.mkdir()  # a data root, but nothing archived yet: as `sql` says it
+    assert main(["report", "--out", str(out)]) == 0
+    assert f"dicomflow: note: no catalog at {settings.catalog_location} yet" in (
+        capsys.readouterr().err
+    )
+
+
+def test_an_empty_report_out_is_named_so(settings: Settings, capsys) -> None:
+    assert main(["report", "--out", ""]) == 1
+    assert capsys.readouterr().err == "dicomflow: --out: empty path\n"
+
+
 def test_bad_report_arguments_are_one_line(settings: Settings, tmp_path: Path, capsys) -> None:
     for where in (tmp_path / "missing" / "report.html", tmp_path):  # no folder; a folder
         assert main(["report", "--out", str(where)]) == 1

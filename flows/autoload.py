@@ -23,6 +23,7 @@ from flows.settings import Settings, SettingsError, load_settings
 from receiver.durable import restrict_new_files, sweep_partials
 from tasks.autoload import (
     archived_in_order,
+    as_is,
     clear_batch,
     list_landed,
     record_batch,
@@ -179,7 +180,7 @@ def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummar
     summary.landed = len(landed)
     rename_run(lambda started: autoload_name(started, len(landed)))
     # Receipts first: the batches look up their files' calling AE titles there.
-    summary.receipts = record_receipts(ctx)
+    summary.receipts = record_receipts(as_is(ctx))
     quarantined: Counter[str] = Counter()
     work = settings.autoload
     window = in_flight(work.workers, work.dask_address)
@@ -193,8 +194,8 @@ def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummar
         for batch_no, outcome in archived_in_order(runner, parts, ctx, window, named):
             done = len(outcome.archived)
             record = named_for_batch(record_batch, batch_no, total, done)
-            summary.recorded += record(outcome, ctx, batch_no)
-            named_for_batch(clear_batch, batch_no, total, done)(outcome, batch_no)
+            summary.recorded += record(as_is(outcome), as_is(ctx), batch_no)
+            named_for_batch(clear_batch, batch_no, total, done)(as_is(outcome), batch_no)
             emit_archived(outcome, ctx.run_id, batch_no)
             summary.archived += outcome.new
             summary.versions += outcome.versions
@@ -203,4 +204,4 @@ def _run_batches(settings: Settings, ctx: IngestContext, summary: AutoloadSummar
             quarantined.update(outcome.quarantined)
             summary.batches = batch_no
     summary.quarantined = dict(quarantined)
-    record_quarantine(ctx)  # also after a retry moved files out
+    record_quarantine(as_is(ctx))  # also after a retry moved files out

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import TaskRunner
+from prefect.utilities.annotations import quote
 
 from catalog.compact import CompactionResult, compact
 from catalog.store import open_store
@@ -26,6 +27,20 @@ from tasks import ingest, operations
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+def as_is(value: T) -> T:
+    """`value` as a task argument Prefect hands over without walking through it.
+
+    Prefect visits every element of a task's arguments, looking for futures and
+    states to track; a batch's outcome holds hundreds of catalog rows with whole
+    DICOM JSON headers, and the context the anonymization policy: walking them cost
+    about as much as archiving. (The task gets `value` itself, unwrapped.) Only for
+    tasks called in this process: a task runner that ships arguments elsewhere (Dask)
+    gets the wrapper, not the value.
+    """
+    return cast(T, quote(value))
 
 
 def storage_failure(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:

@@ -109,8 +109,17 @@ def run_autoload(tmp_path: Path, api: str) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for line in done.stdout.splitlines():
         key, _, value = line.strip().partition(": ")
-        summary[key] = ast.literal_eval(value) if value[:1] in "{0123456789" else value
+        summary[key] = printed_value(key, value)
     return summary
+
+
+def printed_value(key: str, value: str) -> Any:
+    """A summary line's value: counts by name (``1 empty-dataset, 1 not-dicom``) as a
+    dict, numbers as numbers."""
+    if key == "quarantined":
+        pairs = (part.partition(" ") for part in value.split(", "))
+        return {name: int(count) for count, _, name in pairs}
+    return ast.literal_eval(value) if value[:1] in "0123456789" else value
 
 
 def the_run(api: str) -> dict[str, Any]:
